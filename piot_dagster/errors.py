@@ -1,0 +1,25 @@
+"""Exception types raised by piot_dagster.
+
+Each subclasses the built-in exception a caller would already catch for that kind of
+mistake, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PeriodExecutionError", "RayNotInitializedError", "UnboundedRangeError"]
+
+
+class UnboundedRangeError(ValueError):
+    """The filters on the date column do not bound the query on both sides."""
+
+
+class RayNotInitializedError(RuntimeError):
+    """Ray must be initialised before a query runs on it."""
+
+
+class PeriodExecutionError(RuntimeError):
+    """A period's Ray task failed; the worker's own error is chained as ``__cause__``."""
+
+    def __init__(self, message: str, *, period: str) -> None:
+        super().__init__(message)
+        self.period = period

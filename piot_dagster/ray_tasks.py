@@ -1,0 +1,182 @@
+"""The Ray side: one task per period, at most ``max_concurrency`` in flight.
+
+The wrapped plan goes into the object store at most once per collect: the reference is
+kept while the same Ray session lives, so collecting a query again does not pickle it
+again (pickling a plan that holds a 2M-row frame takes about a second). Tasks receive the
+reference nested in a list, which Ray does not resolve, so each worker process
+deserialises a plan once and reuses it for every later period.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import polars as pl
+import ray
+import ray.exceptions
+
+from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError
+from piot_dagster.periods import Period
+from piot_dagster.transport import ReturnAs, decode, encode
+
+__all__ = [
+    "DEFAULT_REMOTE_OPTIONS",
+    "PeriodTask",
+    "ShippedPlan",
+    "check_remote_options",
+    "require_ray",
+    "run",
+]
+
+logger = logging.getLogger("piot_dagster")
+
+# Ray retries a task whose worker died (a system failure); an exception raised by the
+# query itself is not retried unless the caller asks for it in remote_options.
+DEFAULT_REMOTE_OPTIONS: Mapping[str, Any] = {"max_retries": 3, "retry_exceptions": False}
+# Deserialised plans kept per worker process; a collect uses one, the rest are recent ones.
+_PLAN_CACHE_SIZE = 4
+_plans: OrderedDict[str, pl.LazyFrame] = OrderedDict()
+
+
+@dataclass(frozen=True)
+class PeriodTask:
+    """What one period's task runs: ``plan.filter(where).head(head).select(columns)``."""
+
+    where: pl.Expr
+    head: int | None
+    columns: list[str] | None
+    return_as: ReturnAs
+
+
+class ShippedPlan:
+    """A plan and its reference in the object store of the current Ray session."""
+
+    def __init__(self, plan: pl.LazyFrame) -> None:
+        self.plan = plan
+        self._lock = threading.Lock()
+        self._ref: ray.ObjectRef | None = None
+        self._session: tuple[str, str] | None = None
+
+    def ref(self) -> ray.ObjectRef:
+        context = ray.get_runtime_context()
+        session = (context.get_node_id(), context.get_job_id())
+        with self._lock:
+            if self._ref is None or self._session != session:
+                self._ref, self._session = ray.put(self.plan), session
+            return self._ref
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"plan": self.plan}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["plan"])  # type: ignore[misc]
+
+
+def _cached_plan(ref: ray.ObjectRef) -> pl.LazyFrame:
+    key = ref.hex()
+    plan = _plans.get(key)
+    if plan is None:
+        plan = ray.get(ref)
+        _plans[key] = plan
+        while len(_plans) > _PLAN_CACHE_SIZE:
+            _plans.popitem(last=False)
+    else:
+        _plans.move_to_end(key)
+    return plan
+
+
+@ray.remote
+def _run_period(plan_box: list[ray.ObjectRef], task: PeriodTask) -> tuple[Any, float]:
+    started = time.perf_counter()
+    query = _cached_plan(plan_box[0]).filter(task.where)
+    if task.head is not None:
+        query = query.head(task.head)
+    if task.columns is not None:
+        query = query.select(task.columns)
+    frame = query.collect()
+    return encode(frame, task.return_as), time.perf_counter() - started
+
+
+def require_ray() -> None:
+    if not ray.is_initialized():
+        raise RayNotInitializedError(
+            "Ray is not initialised: call ray.init() (or ray.init(address=...) to join a "
+            "cluster) before execute_on_ray and keep it running until the query is collected"
+        )
+
+
+def check_remote_options(remote_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The Ray task options: our defaults overridden by the caller's, validated by Ray."""
+    if remote_options is None:
+        remote_options = {}
+    if not isinstance(remote_options, Mapping):
+        raise TypeError(
+            f"remote_options must be a mapping of Ray task options such as "
+            f"{{'num_cpus': 2}}, not {type(remote_options).__name__}"
+        )
+    options = {**DEFAULT_REMOTE_OPTIONS, **remote_options}
+    try:
+        _run_period.options(**options)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"remote_options is not valid for a Ray task: {exc}") from exc
+    return options
+
+
+def run(
+    plan: ShippedPlan,
+    work: list[tuple[Period, PeriodTask]],
+    *,
+    column: str,
+    schema: pl.Schema,
+    options: Mapping[str, Any],
+    max_concurrency: int,
+) -> Iterator[tuple[Period, pl.DataFrame, float]]:
+    """Run every period's task, yielding ``(period, frame, seconds)`` in period order.
+
+    A result is yielded as soon as it and all earlier ones are ready. At most
+    ``max_concurrency`` tasks are submitted and not yet consumed, which also bounds the
+    results the driver holds. Closing the iterator early cancels what is still pending.
+    """
+    require_ray()
+    remote = _run_period.options(**options)
+    plan_box = [plan.ref()]
+    queue = iter(work)
+    pending: deque[tuple[Period, PeriodTask, ray.ObjectRef]] = deque()
+
+    def submit(period: Period, task: PeriodTask) -> None:
+        pending.append((period, task, remote.remote(plan_box, task)))
+
+    try:
+        for item in islice(queue, max_concurrency):
+            submit(*item)
+        while pending:
+            period, task, ref = pending.popleft()
+            try:
+                payload, seconds = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                raise PeriodExecutionError(
+                    f"execute_on_ray: the task for period {period.label} of {column!r} "
+                    f"failed: {_cause(exc)}",
+                    period=period.label,
+                ) from exc
+            following = next(queue, None)
+            if following is not None:
+                submit(*following)
+            yield period, decode(payload, task.return_as, schema), seconds
+    finally:
+        for _, _, ref in pending:
+            ray.cancel(ref)
+
+
+def _cause(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
