@@ -33,15 +33,19 @@ START, END = dt.datetime(2023, 1, 1), dt.datetime(2023, 12, 31)
 
 
 def workload() -> pl.LazyFrame:
-    dates = pl.datetime_range(START, START + dt.timedelta(seconds=15 * 1_999_999), "15s",
-                              eager=True)
+    dates = pl.datetime_range(
+        START, START + dt.timedelta(seconds=15 * 1_999_999), "15s", eager=True
+    )
     n = dates.len()
-    frame = pl.DataFrame({
-        "date": dates,
-        "price": pl.int_range(n, eager=True).cast(pl.Float64) * 0.01,
-        "symbol": pl.Series(["AAPL", "MSFT", "GOOG", "AMZN"]).gather(
-            pl.int_range(n, eager=True) % 4),
-    })
+    frame = pl.DataFrame(
+        {
+            "date": dates,
+            "price": pl.int_range(n, eager=True).cast(pl.Float64) * 0.01,
+            "symbol": pl.Series(["AAPL", "MSFT", "GOOG", "AMZN"]).gather(
+                pl.int_range(n, eager=True) % 4
+            ),
+        }
+    )
     return frame.lazy().filter(pl.col("date").is_between(START, END))
 
 
@@ -134,23 +138,30 @@ def main() -> None:
         warm, result = timed(query.collect, args.runs)
         rss_warm, private_warm, _ = peak_growth(query.collect)
         figures[unit] = warm
-        print(f"{unit:<8} on Ray, first collect {statistics.median(cold):8.3f} s;"
-              f" again {warm:8.3f} s  (target <= {target} s; {warm / plain:,.0f}x plain)")
-        print(f"{'':<8} driver peak memory growth, first collect: RSS {rss:.0f} MB,"
-              f" private {private:.0f} MB; again: RSS {rss_warm:.0f} MB, private"
-              f" {private_warm:.0f} MB  (target <= {2 * result_mb:.0f} MB = 2 x result)")
+        print(
+            f"{unit:<8} on Ray, first collect {statistics.median(cold):8.3f} s;"
+            f" again {warm:8.3f} s  (target <= {target} s; {warm / plain:,.0f}x plain)"
+        )
+        print(
+            f"{'':<8} driver peak memory growth, first collect: RSS {rss:.0f} MB,"
+            f" private {private:.0f} MB; again: RSS {rss_warm:.0f} MB, private"
+            f" {private_warm:.0f} MB  (target <= {2 * result_mb:.0f} MB = 2 x result)"
+        )
 
     if args.peer_python:
         script = PEER_SCRIPT.format(bench_dir=sys.path[0], runs=max(1, min(args.runs, 3)))
-        proc = subprocess.run([args.peer_python, "-c", script], capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.run(
+            [args.peer_python, "-c", script], capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             print("peer failed:", proc.stderr.strip().splitlines()[-1:])
         else:
             peer = json.loads(proc.stdout.strip().splitlines()[-1])
             for unit, seconds in peer.items():
-                print(f"{unit:<8} polars-io-tools {seconds:8.3f} s "
-                      f"(ours is {seconds / figures[unit]:.1f}x faster)")
+                print(
+                    f"{unit:<8} polars-io-tools {seconds:8.3f} s "
+                    f"(ours is {seconds / figures[unit]:.1f}x faster)"
+                )
     ray.shutdown()
 
 

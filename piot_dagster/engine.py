@@ -93,9 +93,7 @@ def execute_on_ray(
     if return_as not in RETURN_AS:
         raise ValueError(f"return_as must be one of {RETURN_AS}, not {return_as!r}")
     if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-        raise TypeError(
-            f"max_concurrency must be an int, not {type(max_concurrency).__name__}"
-        )
+        raise TypeError(f"max_concurrency must be an int, not {type(max_concurrency).__name__}")
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
     options = check_remote_options(remote_options)

@@ -96,23 +96,26 @@ def split_periods(values: IntervalSet, dtype: pl.DataType, unit: TimeUnit) -> li
     periods: list[Period] = []
     for lo, hi in values:
         try:
-            day = period_start(axis.day_of(int(lo)), unit)
-        except OverflowError as exc:
+            _append_periods(periods, axis, int(lo), int(hi), unit)
+        except (OverflowError, ValueError) as exc:
             raise ValueError(
-                f"the range of the date column reaches outside the years 1 to 9999 "
-                f"({lo}..{hi} in its physical unit); bound it with a narrower filter"
+                f"the range of the date column, {lo} to {hi} in its physical unit, reaches "
+                f"outside the years 1 to 9999; bound it with a narrower filter"
             ) from exc
-        while True:
-            following = next_period_start(day, unit)
-            start, end = axis.midnight(day), axis.midnight(following)
-            clipped = (max(start, int(lo)), min(end, int(hi)))
-            if clipped[0] < clipped[1]:
-                if periods and periods[-1].first_day == day:
-                    periods[-1] = Period(day, following, periods[-1].start, clipped[1])
-                else:
-                    periods.append(Period(day, following, *clipped))
-            if end >= hi:
-                break
-            day = following
     return periods
 
+
+def _append_periods(periods: list[Period], axis: _Axis, lo: int, hi: int, unit: TimeUnit) -> None:
+    day = period_start(axis.day_of(lo), unit)
+    while True:
+        following = next_period_start(day, unit)
+        start, end = axis.midnight(day), axis.midnight(following)
+        clipped = (max(start, lo), min(end, hi))
+        if clipped[0] < clipped[1]:
+            if periods and periods[-1].first_day == day:
+                periods[-1] = Period(day, following, periods[-1].start, clipped[1])
+            else:
+                periods.append(Period(day, following, *clipped))
+        if end >= hi:
+            return
+        day = following

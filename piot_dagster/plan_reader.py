@@ -100,8 +100,10 @@ class _Reader:
             if not produced:
                 # HStack keeps the input's column; a Select without it cannot be our output.
                 return self.child(node.input) if kind == "HStack" else IntervalSet.everything()
-            return self.child(node.input) if self.is_column(produced[-1].node) else (
-                IntervalSet.everything()
+            return (
+                self.child(node.input)
+                if self.is_column(produced[-1].node)
+                else (IntervalSet.everything())
             )
         if kind == "Union":
             return _unite_all([self.child(child) for child in node.inputs])
@@ -116,8 +118,18 @@ class _Reader:
             if schema.get(self.column) != self.dtype:
                 return IntervalSet.everything()
             return self.node()
+        except Exception:  # a node the IR view cannot show: this subtree claims nothing
+            logger.debug("piot_dagster: unreadable plan node", exc_info=True)
+            return IntervalSet.everything()
         finally:
             self.nt.set_node(here)
+
+    def view(self, index: int) -> Any:
+        """The expression node, or None where the IR view cannot show it (Python UDFs)."""
+        try:
+            return self.nt.view_expression(index)
+        except NotImplementedError:
+            return None
 
     # -- expressions ------------------------------------------------------------------
 
@@ -127,7 +139,7 @@ class _Reader:
         Negation follows De Morgan, which holds in Polars' three-valued logic; a null
         date makes every recognised leaf null either way, so null rows stay excluded.
         """
-        e = self.nt.view_expression(index)
+        e = self.view(index)
         kind = type(e).__name__
         if kind == "Alias":
             return self.expr(e.expr, negated=negated)
@@ -177,7 +189,7 @@ class _Reader:
         return IntervalSet.everything()
 
     def membership(self, index: int, *, nulls_equal: bool) -> IntervalSet:
-        lit = self.nt.view_expression(index)
+        lit = self.view(index)
         if type(lit).__name__ != "Literal" or not isinstance(lit.dtype, pl.List | pl.Array):
             return IntervalSet.everything()
         values = lit.value
@@ -194,7 +206,7 @@ class _Reader:
         return result
 
     def is_column(self, index: int) -> bool:
-        e = self.nt.view_expression(index)
+        e = self.view(index)
         kind = type(e).__name__
         if kind == "Column":
             return e.name == self.column
@@ -210,7 +222,7 @@ class _Reader:
         return False
 
     def literal(self, index: int) -> tuple[int, int] | None:
-        e = self.nt.view_expression(index)
+        e = self.view(index)
         if type(e).__name__ != "Literal":
             return None
         return self.instant(e.value, e.dtype)

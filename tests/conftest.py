@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import cloudpickle
 import pytest
 import ray
 
+import tests
+
 # Ray warns about token authentication on every start; tests don't need to see it.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray workers do not have the tests on their path: ship the tests' own functions by value.
+cloudpickle.register_pickle_by_value(tests)
 
 
 def start_ray() -> None:

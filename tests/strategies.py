@@ -61,10 +61,12 @@ def frames(draw: st.DrawFn, dtype: pl.DataType, *, max_rows: int = 60) -> pl.Dat
     frame = pl.DataFrame(
         {
             "date": _series(values, dtype),
-            "v": pl.Series([draw(st.one_of(st.none(), st.integers(-5, 5))) for _ in range(n)],
-                           dtype=pl.Int64),
-            "s": pl.Series([draw(st.sampled_from(["a", "b", "it's", None])) for _ in range(n)],
-                           dtype=pl.String),
+            "v": pl.Series(
+                [draw(st.one_of(st.none(), st.integers(-5, 5))) for _ in range(n)], dtype=pl.Int64
+            ),
+            "s": pl.Series(
+                [draw(st.sampled_from(["a", "b", "it's", None])) for _ in range(n)], dtype=pl.String
+            ),
         }
     )
     return frame.sort("date", nulls_last=True, maintain_order=True)
@@ -82,8 +84,10 @@ def literals(draw: st.DrawFn, dtype: pl.DataType) -> pl.Expr | object:
         wall = wall.replace(tzinfo=ZoneInfo(tz))
     if getattr(dtype, "time_unit", None) == "ns" and draw(st.booleans()):
         # A literal finer than a microsecond, which Python datetimes cannot hold.
-        return pl.lit(ns, dtype=pl.Datetime("ns", tz)) if tz is None else pl.lit(
-            int(wall.timestamp()) * 10**9 + ns % 10**9, dtype=pl.Datetime("ns", tz)
+        return (
+            pl.lit(ns, dtype=pl.Datetime("ns", tz))
+            if tz is None
+            else pl.lit(int(wall.timestamp()) * 10**9 + ns % 10**9, dtype=pl.Datetime("ns", tz))
         )
     return wall
 
