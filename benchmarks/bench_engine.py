@@ -14,39 +14,18 @@ installed; the peer is then timed on the same workload in that interpreter.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 
-import polars as pl
 import ray
+from workloads import workload
 
 import piot_dagster  # noqa: F401  (registers lf.piot)
-
-START, END = dt.datetime(2023, 1, 1), dt.datetime(2023, 12, 31)
-
-
-def workload() -> pl.LazyFrame:
-    dates = pl.datetime_range(
-        START, START + dt.timedelta(seconds=15 * 1_999_999), "15s", eager=True
-    )
-    n = dates.len()
-    frame = pl.DataFrame(
-        {
-            "date": dates,
-            "price": pl.int_range(n, eager=True).cast(pl.Float64) * 0.01,
-            "symbol": pl.Series(["AAPL", "MSFT", "GOOG", "AMZN"]).gather(
-                pl.int_range(n, eager=True) % 4
-            ),
-        }
-    )
-    return frame.lazy().filter(pl.col("date").is_between(START, END))
 
 
 def timed(fn: Callable[[], object], runs: int) -> tuple[float, object]:
@@ -96,12 +75,12 @@ PEER_SCRIPT = """
 import datetime as dt, json, statistics, sys, time
 import polars as pl, ray, polars_io_tools  # noqa: F401
 sys.path.insert(0, {bench_dir!r})
-from bench_engine import workload
+from workloads import workload
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 lf = workload()
 out = {{}}
 for unit in ("monthly", "daily"):
-    run = lambda: lf.piot.execute_on_ray(date_column="date", time_unit=unit).collect()
+    run = lambda: lf.piot.execute_on_ray(date_column="date", time_unit=unit).filter(BOUND).collect()
     run()
     times = []
     for _ in range({runs}):
@@ -115,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--peer-python", default=None)
+    parser.add_argument("--peer-runs", type=int, default=1)
     args = parser.parse_args()
 
     lf = workload()
@@ -149,7 +129,9 @@ def main() -> None:
         )
 
     if args.peer_python:
-        script = PEER_SCRIPT.format(bench_dir=sys.path[0], runs=max(1, min(args.runs, 3)))
+        script = PEER_SCRIPT.format(
+            bench_dir=os.path.dirname(os.path.abspath(__file__)), runs=args.peer_runs
+        )
         proc = subprocess.run(
             [args.peer_python, "-c", script], capture_output=True, text=True, check=False
         )

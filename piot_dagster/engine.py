@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from piot_dagster.errors import UnboundedRangeError
 from piot_dagster.intervals import IntervalSet
 from piot_dagster.periods import TIME_UNITS, Period, TimeUnit, split_periods
-from piot_dagster.plan_reader import column_unit_ns, plan_range, predicate_range
+from piot_dagster.ranges import column_unit_ns, plan_range, predicate_range
 from piot_dagster.ray_tasks import (
     PeriodTask,
     ShippedPlan,

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from piot_dagster.intervals import IntervalSet
-from piot_dagster.plan_reader import column_unit_ns
+from piot_dagster.ranges import column_unit_ns
 
 __all__ = ["TIME_UNITS", "Period", "TimeUnit", "split_periods"]
 

@@ -10,7 +10,7 @@ from polars.testing import assert_frame_equal
 
 import piot_dagster
 from piot_dagster.intervals import IntervalSet
-from piot_dagster.plan_reader import predicate_range
+from piot_dagster.ranges import predicate_range
 from tests.strategies import UNIT_NS, D, bounds, date_dtypes, frames, predicates
 
 SETTINGS = settings(
