@@ -6,12 +6,16 @@ Importing the package registers the ``.piot`` LazyFrame namespace.
 from __future__ import annotations
 
 from piot_dagster import namespace as _namespace  # noqa: F401  (registers lf.piot)
+from piot_dagster.connection import DatabaseError
 from piot_dagster.engine import execute_on_ray
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, UnboundedRangeError
+from piot_dagster.scan import scan_db
 
 __all__ = [
+    "DatabaseError",
     "PeriodExecutionError",
     "RayNotInitializedError",
     "UnboundedRangeError",
     "execute_on_ray",
+    "scan_db",
 ]

@@ -1,0 +1,143 @@
+"""Database connection URIs: parsing, redaction, and opening a driver connection.
+
+A :class:`Connection` is a plain picklable value: the driver connection is opened by
+whichever process reads, so a plan that holds one runs in a Ray worker too. Its ``repr``
+and every error it raises hide the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["SCHEMES", "Connection", "DatabaseError"]
+
+Dialect = Literal["sqlite", "duckdb", "postgres"]
+SCHEMES: dict[str, Dialect] = {
+    "sqlite": "sqlite",
+    "duckdb": "duckdb",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+}
+
+
+class DatabaseError(RuntimeError):
+    """The database refused a query or could not be reached. The message never holds a
+    password."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A parsed connection URI: ``sqlite:///path``, ``duckdb:///path`` or
+    ``postgresql://user:password@host:port/db``."""
+
+    uri: str = field(repr=False)
+    dialect: Dialect
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, uri: str) -> Connection:
+        if not isinstance(uri, str):
+            raise TypeError(f"connection must be a URI string, not {type(uri).__name__}")
+        scheme, sep, _ = uri.partition("://")
+        dialect = SCHEMES.get(scheme.lower()) if sep else None
+        if dialect is None:
+            supported = ", ".join(f"{s}://" for s in SCHEMES)
+            shown = scheme if sep else uri[:20]
+            raise ValueError(
+                f"connection: unsupported URI scheme {shown!r}; use one of {supported} "
+                f"(e.g. sqlite:///path/to/file.db)"
+            )
+        if dialect == "postgres":
+            parts = urlsplit(uri)
+            try:
+                port = parts.port or 5432
+            except ValueError:
+                raise ValueError(
+                    f"connection: the port in {_redact(uri)!r} is not a number"
+                ) from None
+            return cls(
+                uri=uri,
+                dialect=dialect,
+                host=parts.hostname or "localhost",
+                port=port,
+                password=unquote(parts.password) if parts.password else None,
+            )
+        # As in SQLAlchemy: sqlite:///relative/path.db and sqlite:////absolute/path.db.
+        rest = uri[len(scheme) + 3 :]
+        if not rest.startswith("/") or len(rest) < 2:
+            raise ValueError(
+                f"connection: {scheme}:// needs a file path after a third slash, e.g. "
+                f"{scheme}:///data/trades.db (relative) or {scheme}:////srv/trades.db (absolute)"
+            )
+        return cls(uri=uri, dialect=dialect, path=rest[1:])
+
+    @property
+    def redacted(self) -> str:
+        """The URI with its password replaced by ``***``."""
+        return _redact(self.uri)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the password and the full URI removed."""
+        text = text.replace(self.uri, self.redacted)
+        if self.password:
+            text = text.replace(self.password, "***")
+        return text
+
+    def error(self, what: str, exc: BaseException) -> DatabaseError:
+        """A :class:`DatabaseError` about ``exc`` that holds no password.
+
+        Raise it ``from None``: the driver's own exception may quote the URI.
+        """
+        where = f"{self.host}:{self.port}" if self.dialect == "postgres" else self.path
+        return DatabaseError(
+            f"{what} ({self.dialect} at {where}): {self.scrub(f'{type(exc).__name__}: {exc}')}"
+        )
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[Any]:
+        """A DB-API connection with Arrow fetching: ADBC for SQLite and PostgreSQL,
+        DuckDB's own (read-only) otherwise."""
+        try:
+            connection = self._connect()
+        except Exception as exc:
+            raise self.error("could not connect", exc) from None
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def _connect(self) -> Any:
+        if self.dialect == "duckdb":
+            import duckdb
+
+            if not Path(self.path).exists():  # type: ignore[arg-type]
+                raise FileNotFoundError(f"no DuckDB file at {self.path}")
+            connection = duckdb.connect(self.path, read_only=True)
+            # TIMESTAMPTZ values come back in UTC, whatever the machine's zone.
+            connection.execute("SET TimeZone = 'UTC'")
+            return connection
+        if self.dialect == "sqlite":
+            import adbc_driver_sqlite.dbapi
+
+            if not Path(self.path).exists():  # type: ignore[arg-type]
+                raise FileNotFoundError(f"no SQLite file at {self.path}")
+            return adbc_driver_sqlite.dbapi.connect(self.path)
+        import adbc_driver_postgresql.dbapi
+
+        return adbc_driver_postgresql.dbapi.connect(self.uri)
+
+
+def _redact(uri: str) -> str:
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

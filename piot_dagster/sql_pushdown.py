@@ -1,0 +1,274 @@
+"""Translate a Polars predicate into a SQL WHERE clause, soundly.
+
+Soundness rule: the SQL filter must be *implied* by the Polars predicate, so the database
+returns a superset of the rows and Polars, re-applying the full predicate, keeps exactly
+the right ones. Every translation therefore reports whether it is exact or only a
+superset:
+
+- AND keeps the terms it can translate (dropping a term only widens);
+- OR needs every branch;
+- NOT needs an exact operand (the negation of a superset is a subset);
+- anything else (when/then, UDFs, casts, unknown functions) is never pushed.
+
+Values become literals that sqlglot escapes for the dialect; identifiers are quoted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+
+import polars as pl
+import sqlglot
+from sqlglot import exp
+
+from piot_dagster.ir import Binary, Call, Column, Expr, Literal
+
+__all__ = ["Pushdown", "parse_query", "to_sql_filter", "wrap_query"]
+
+Pushdown = tuple[exp.Expression, bool]  # (condition, exact)
+
+_COMPARE: dict[str, Callable[..., exp.Expression]] = {
+    "Eq": exp.EQ,
+    "NotEq": exp.NEQ,
+    "Lt": exp.LT,
+    "LtEq": exp.LTE,
+    "Gt": exp.GT,
+    "GtEq": exp.GTE,
+}
+_FLIP = {"Lt": "Gt", "LtEq": "GtEq", "Gt": "Lt", "GtEq": "LtEq", "Eq": "Eq", "NotEq": "NotEq"}
+_ONE_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def to_sql_filter(predicate: Expr, schema: pl.Schema, dialect: str) -> Pushdown | None:
+    """The WHERE condition for ``predicate`` and whether it is exact, or None."""
+    return _Translator(schema, dialect).translate(predicate)
+
+
+class _Translator:
+    def __init__(self, schema: pl.Schema, dialect: str) -> None:
+        self.schema = schema
+        self.dialect = dialect
+
+    def translate(self, e: Expr) -> Pushdown | None:
+        if isinstance(e, Binary):
+            if e.op in ("And", "LogicalAnd"):
+                return self.conjunction(e.left, e.right)
+            if e.op in ("Or", "LogicalOr"):
+                left, right = self.translate(e.left), self.translate(e.right)
+                if left is None or right is None:
+                    return None
+                return exp.or_(left[0], right[0]), left[1] and right[1]
+            if e.op in _COMPARE:
+                if isinstance(e.left, Column) and isinstance(e.right, Literal):
+                    return self.compare(e.left.name, e.op, e.right)
+                if isinstance(e.right, Column) and isinstance(e.left, Literal):
+                    return self.compare(e.right.name, _FLIP[e.op], e.left)
+            return None
+        if isinstance(e, Column):
+            # A boolean column used as the predicate itself.
+            if self.schema.get(e.name) == pl.Boolean:
+                return _col(e.name), True
+            return None
+        if isinstance(e, Call):
+            return self.call(e)
+        return None
+
+    def conjunction(self, left_e: Expr, right_e: Expr) -> Pushdown | None:
+        left, right = self.translate(left_e), self.translate(right_e)
+        if left is None or right is None:
+            kept = left or right
+            return None if kept is None else (kept[0], False)
+        return exp.and_(left[0], right[0]), left[1] and right[1]
+
+    def call(self, e: Call) -> Pushdown | None:
+        if e.function == "Not":
+            inner = self.translate(e.args[0])
+            if inner is None or not inner[1]:
+                return None
+            return exp.not_(inner[0]), True
+        if not e.args or not isinstance(e.args[0], Column) or e.args[0].name not in self.schema:
+            return None
+        name = e.args[0].name
+        if e.function in ("IsNull", "IsNotNull"):
+            is_null = exp.Is(this=_col(name), expression=exp.Null())
+            return (is_null if e.function == "IsNull" else exp.not_(is_null)), True
+        if e.function == "IsBetween" and all(isinstance(a, Literal) for a in e.args[1:]):
+            closed = e.options[0]
+            low = self.compare(name, "GtEq" if closed in ("both", "left") else "Gt", e.args[1])
+            high = self.compare(name, "LtEq" if closed in ("both", "right") else "Lt", e.args[2])
+            if low is None or high is None:
+                return None
+            return exp.and_(low[0], high[0]), low[1] and high[1]
+        if e.function == "IsIn" and isinstance(e.args[1], Literal):
+            return self.membership(name, e.args[1], nulls_equal=bool(e.options[0]))
+        if e.function == "StartsWith" and isinstance(e.args[1], Literal):
+            prefix = e.args[1].value
+            if self.schema[name] != pl.String or not isinstance(prefix, str):
+                return None
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = exp.Escape(
+                this=exp.Like(this=_col(name), expression=exp.Literal.string(escaped + "%")),
+                expression=exp.Literal.string("\\"),
+            )
+            # SQLite's LIKE ignores ASCII case: a superset.
+            return like, self.dialect != "sqlite"
+        return None
+
+    def membership(self, name: str, values: Literal, *, nulls_equal: bool) -> Pushdown | None:
+        if not isinstance(values.value, list) or not isinstance(values.dtype, pl.List | pl.Array):
+            return None
+        items = [v for v in values.value if v is not None]
+        with_null = nulls_equal and len(items) < len(values.value)
+        dtype = self.schema[name]
+        inner = values.dtype.inner
+        if dtype.is_temporal() and self.dialect == "sqlite" and items:
+            # Dates are text in SQLite: the hull, widened to whole days, is a sound superset.
+            low = self.compare(name, "GtEq", Literal(min(items), inner))  # type: ignore[type-var]
+            high = self.compare(name, "LtEq", Literal(max(items), inner))  # type: ignore[type-var]
+            if low is None or high is None:
+                return None
+            condition: exp.Expression = exp.and_(low[0], high[0])
+            exact = False
+        else:
+            literals = [self.literal(v, inner, dtype) for v in items]
+            if any(lit is None for lit in literals):
+                return None
+            condition = (
+                exp.In(this=_col(name), expressions=literals)
+                if literals
+                else exp.EQ(this=exp.Literal.number(1), expression=exp.Literal.number(0))
+            )
+            exact = not (dtype == pl.String and self.dialect == "sqlite")
+        if with_null:
+            condition = exp.or_(condition, exp.Is(this=_col(name), expression=exp.Null()))
+        return condition, exact
+
+    def compare(self, name: str, op: str, literal: Literal) -> Pushdown | None:
+        dtype = self.schema.get(name)
+        if dtype is None or literal.value is None:
+            return None
+        if dtype.is_temporal():
+            return self.compare_temporal(name, op, literal, dtype)
+        if dtype == pl.String and op not in ("Eq", "NotEq"):
+            return None  # string order depends on the database's collation
+        sql_value = self.literal(literal.value, literal.dtype, dtype)
+        if sql_value is None:
+            return None
+        exact = not (dtype == pl.String and self.dialect == "sqlite")
+        return _COMPARE[op](this=_col(name), expression=sql_value), exact
+
+    def compare_temporal(
+        self, name: str, op: str, literal: Literal, dtype: pl.DataType
+    ) -> Pushdown | None:
+        value = literal.value
+        if op == "NotEq" or not _same_temporal_kind(value, literal.dtype, dtype):
+            return None
+        column = _col(name)
+        if self.dialect == "sqlite":
+            # SQLite keeps dates and datetimes as text, in more than one ISO spelling
+            # ("2024-01-05 10:00", "2024-01-05T10:00:00.5"). Day-granular bounds compare
+            # correctly against every spelling, so they are sound (and use an index).
+            day = value.date() if isinstance(value, dt.datetime) else value  # type: ignore[union-attr]
+            lower = exp.GTE(this=column, expression=exp.Literal.string(day.isoformat()))
+            upper = exp.LT(
+                this=column,
+                expression=exp.Literal.string((day + dt.timedelta(days=1)).isoformat()),
+            )
+            return _bounded(op, lower, upper), False
+        truncated = getattr(literal.dtype, "time_unit", None) == "ns"
+        if not truncated:
+            return _COMPARE[op](this=column, expression=self.temporal(value)), True
+        # The IR shows nanosecond literals truncated to microseconds: widen by one.
+        lower = exp.GTE(this=column, expression=self.temporal(value))
+        upper = exp.LTE(this=column, expression=self.temporal(value + _ONE_MICROSECOND))  # type: ignore[operator]
+        return _bounded(op, lower, upper), False
+
+    def temporal(self, value: object) -> exp.Expression:
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is not None:
+                utc = value.astimezone(dt.UTC).isoformat(sep=" ")
+                return exp.cast(exp.Literal.string(utc), exp.DataType.build("TIMESTAMPTZ"))
+            return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
+        return exp.cast(exp.Literal.string(value.isoformat()), "DATE")  # type: ignore[attr-defined]
+
+    def literal(
+        self, value: object, dtype: pl.DataType, column: pl.DataType
+    ) -> exp.Expression | None:
+        if column.is_temporal():
+            if not _same_temporal_kind(value, dtype, column) or self.dialect == "sqlite":
+                return None
+            if getattr(dtype, "time_unit", None) == "ns":
+                return None
+            return self.temporal(value)
+        if column == pl.Boolean:
+            return exp.Boolean(this=value) if isinstance(value, bool) else None
+        if column == pl.String:
+            return exp.Literal.string(value) if isinstance(value, str) else None
+        if column.is_integer() or column.is_float():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
+            return exp.Literal.number(repr(value))
+        return None
+
+
+def _bounded(op: str, lower: exp.Expression, upper: exp.Expression) -> exp.Expression:
+    """The widened form of ``op``: its lower bound, its upper bound, or both for Eq."""
+    if op in ("Gt", "GtEq"):
+        return lower
+    if op in ("Lt", "LtEq"):
+        return upper
+    return exp.and_(lower, upper)
+
+
+def _col(name: str) -> exp.Column:
+    return exp.column(name, quoted=True)
+
+
+def _same_temporal_kind(value: object, dtype: pl.DataType, column: pl.DataType) -> bool:
+    """Whether the literal compares with the column as the same kind of value."""
+    if column == pl.Date:
+        return (
+            dtype == pl.Date and isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+        )
+    if not isinstance(column, pl.Datetime) or not isinstance(value, dt.datetime):
+        return False
+    return (
+        isinstance(dtype, pl.Datetime)
+        and dtype.time_zone == column.time_zone
+        and (value.tzinfo is None) == (column.time_zone is None)
+    )
+
+
+def parse_query(query: str, dialect: str) -> exp.Expression:
+    """The user's query parsed in ``dialect``; a syntax error names the query."""
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"query must be a non-empty SQL string, not {query!r}")
+    try:
+        statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise ValueError(f"query {query!r} is not valid {dialect} SQL: {exc}") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise ValueError(f"query {query!r} must be exactly one SELECT statement")
+    return statements[0]
+
+
+def wrap_query(
+    query: exp.Expression,
+    columns: list[str],
+    where: exp.Expression | None,
+    limit: int | None,
+    dialect: str,
+) -> str:
+    """``SELECT <columns> FROM (<query>) AS q [WHERE <where>] [LIMIT <limit>]``."""
+    select = exp.select(*[_col(c) for c in columns]).from_(
+        exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=exp.to_identifier("q")))
+    )
+    if where is not None:
+        select = select.where(where)
+    if limit is not None:
+        select = select.limit(limit)
+    return select.sql(dialect=dialect)
