@@ -8,14 +8,15 @@ and every error it raises hide the password.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["SCHEMES", "Connection", "DatabaseError"]
 
+T = TypeVar("T")
 Dialect = Literal["sqlite", "duckdb", "postgres"]
 SCHEMES: dict[str, Dialect] = {
     "sqlite": "sqlite",
@@ -92,23 +93,42 @@ class Connection:
         return text
 
     def error(self, what: str, exc: BaseException) -> DatabaseError:
-        """A :class:`DatabaseError` about ``exc`` that holds no password.
-
-        Raise it ``from None``: the driver's own exception may quote the URI.
-        """
+        """A :class:`DatabaseError` about ``exc`` that holds no password."""
         where = f"{self.host}:{self.port}" if self.dialect == "postgres" else self.path
         return DatabaseError(
             f"{what} ({self.dialect} at {where}): {self.scrub(f'{type(exc).__name__}: {exc}')}"
         )
 
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, its errors turned into a :class:`DatabaseError` about ``what``.
+
+        The error is raised outside the ``except`` block, so the driver's own exception,
+        which may quote the URI, is not even chained as its ``__context__``.
+        """
+        try:
+            return fn()
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            failure = self.error(what, exc)
+        raise failure
+
+    def stream(self, what: str, batches: Iterator[T]) -> Iterator[T]:
+        """``batches`` with errors turned into a :class:`DatabaseError` as in :meth:`call`."""
+        try:
+            yield from batches
+            return
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            failure = self.error(what, exc)
+        raise failure
+
     @contextlib.contextmanager
     def open(self) -> Iterator[Any]:
         """A DB-API connection with Arrow fetching: ADBC for SQLite and PostgreSQL,
         DuckDB's own (read-only) otherwise."""
-        try:
-            connection = self._connect()
-        except Exception as exc:
-            raise self.error("could not connect", exc) from None
+        connection = self.call("could not connect", self._connect)
         try:
             yield connection
         finally:

@@ -46,17 +46,14 @@ def _sqlite_schema(connection: Connection, query: exp.Query) -> pl.Schema:
     # SQLite reports declared types only for views and tables: describe a temporary view
     # of the query, which lives in the connection's own temp database, not the file.
     uri = Path(connection.path).resolve().as_uri() + "?mode=ro"  # type: ignore[arg-type]
+    conn = connection.call("could not open", lambda: sqlite3.connect(uri, uri=True))
+    probe = exp.Create(
+        this=exp.to_table(_PROBE),
+        kind="VIEW",
+        expression=query.copy(),
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+    )
     try:
-        conn = sqlite3.connect(uri, uri=True)
-    except sqlite3.Error as exc:
-        raise connection.error("could not open", exc) from None
-    try:
-        probe = exp.Create(
-            this=exp.to_table(_PROBE),
-            kind="VIEW",
-            expression=query.copy(),
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-        )
         conn.execute(probe.sql(dialect="sqlite"))
         columns = conn.execute(f"PRAGMA temp.table_info({_PROBE})").fetchall()
         undeclared = [name for _, name, declared, *_ in columns if not declared]

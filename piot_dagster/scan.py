@@ -11,7 +11,7 @@ import pyarrow as pa
 from polars.io.plugins import register_io_source
 from sqlglot import exp
 
-from piot_dagster.connection import Connection, DatabaseError
+from piot_dagster.connection import Connection
 from piot_dagster.db_schema import discover_schema
 from piot_dagster.ir import predicate_expr
 from piot_dagster.sql_pushdown import parse_query, to_sql_filter, wrap_query
@@ -56,12 +56,7 @@ def scan_db(
     """
     conn = Connection.parse(connection)
     parsed = parse_query(query, conn.dialect)
-    try:
-        declared = discover_schema(conn, parsed)
-    except DatabaseError:
-        raise
-    except Exception as exc:
-        raise conn.error(f"query {query!r} failed", exc) from None
+    declared = conn.call(f"query {query!r} failed", lambda: discover_schema(conn, parsed))
     if schema is not None:
         if not isinstance(schema, Mapping):
             raise TypeError(f"schema must be a mapping of column name to dtype, not {schema!r}")
@@ -134,13 +129,10 @@ class _SqlSource:
             yield frame
 
     def batches(self, sql: str, batch_size: int | None) -> Iterator[pa.RecordBatch]:
-        try:
-            with self.connection.open() as conn:
-                yield from _execute(conn, self.dialect, sql, batch_size or 100_000)
-        except DatabaseError:
-            raise
-        except Exception as exc:
-            raise self.connection.error(f"query {sql!r} failed", exc) from None
+        with self.connection.open() as conn:
+            yield from self.connection.stream(
+                f"query {sql!r} failed", _execute(conn, self.dialect, sql, batch_size or 100_000)
+            )
 
 
 def _execute(conn: Any, dialect: str, sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:

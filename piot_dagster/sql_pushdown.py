@@ -117,12 +117,14 @@ class _Translator:
         return None
 
     def membership(self, name: str, values: Literal, *, nulls_equal: bool) -> Pushdown | None:
+        """``is_in``, with Polars' null rules: a null input gives null, or, with
+        ``nulls_equal``, whether the list holds a null (never null)."""
         if not isinstance(values.value, list) or not isinstance(values.dtype, pl.List | pl.Array):
             return None
         items = [v for v in values.value if v is not None]
-        with_null = nulls_equal and len(items) < len(values.value)
         dtype = self.schema[name]
         inner = values.dtype.inner
+        column = _col(name)
         if dtype.is_temporal() and self.dialect == "sqlite" and items:
             # Dates are text in SQLite: the hull, widened to whole days, is a sound superset.
             low = self.compare(name, "GtEq", Literal(min(items), inner))  # type: ignore[type-var]
@@ -135,14 +137,18 @@ class _Translator:
             literals = [self.literal(v, inner, dtype) for v in items]
             if any(lit is None for lit in literals):
                 return None
+            # An empty list: null for a null input, false otherwise, like Polars.
             condition = (
-                exp.In(this=_col(name), expressions=literals)
+                exp.In(this=column, expressions=literals)
                 if literals
-                else exp.EQ(this=exp.Literal.number(1), expression=exp.Literal.number(0))
+                else exp.NEQ(this=column, expression=column.copy())
             )
             exact = not (dtype == pl.String and self.dialect == "sqlite")
-        if with_null:
-            condition = exp.or_(condition, exp.Is(this=_col(name), expression=exp.Null()))
+        is_null = exp.Is(this=column.copy(), expression=exp.Null())
+        if nulls_equal and len(items) < len(values.value):
+            condition = exp.or_(condition, is_null)
+        elif nulls_equal:
+            condition = exp.and_(exp.not_(is_null), condition)
         return condition, exact
 
     def compare(self, name: str, op: str, literal: Literal) -> Pushdown | None:
