@@ -23,7 +23,8 @@ test: lint
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_engine.py
+	$(PY) -m pip install --quiet connectorx  # the baseline reader, not a dependency
+	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_scan_db.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -8,6 +8,8 @@ and every error it raises hide the password.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,12 +129,22 @@ class Connection:
     @contextlib.contextmanager
     def open(self) -> Iterator[Any]:
         """A DB-API connection with Arrow fetching: ADBC for SQLite and PostgreSQL,
-        DuckDB's own (read-only) otherwise."""
-        connection = self.call("could not connect", self._connect)
+        DuckDB's own (read-only) otherwise.
+
+        Connections are reused within a process for up to ``IDLE_SECONDS`` after their
+        last use: a burst of period tasks in one Ray worker then opens the database once
+        (opening a DuckDB file costs ~15 ms). A connection that saw an error is closed.
+        """
+        connection = _POOL.take(self.uri) or self.call("could not connect", self._connect)
+        healthy = False
         try:
             yield connection
+            healthy = True
         finally:
-            connection.close()
+            if healthy:
+                _POOL.give_back(self.uri, connection)
+            else:
+                connection.close()
 
     def _connect(self) -> Any:
         if self.dialect == "duckdb":
@@ -153,6 +165,51 @@ class Connection:
         import adbc_driver_postgresql.dbapi
 
         return adbc_driver_postgresql.dbapi.connect(self.uri)
+
+
+class _Pool:
+    """Idle connections by URI, each handed to one user at a time and closed by a daemon
+    thread once idle for ``IDLE_SECONDS``, so a DuckDB writer is never locked out long."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[str, list[tuple[Any, float]]] = {}
+        self._reaper: threading.Thread | None = None
+
+    def take(self, key: str) -> Any | None:
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop()[0] if idle else None
+
+    def give_back(self, key: str, connection: Any) -> None:
+        with self._lock:
+            self._idle.setdefault(key, []).append((connection, time.monotonic()))
+            if self._reaper is None or not self._reaper.is_alive():
+                self._reaper = threading.Thread(target=self._reap, daemon=True, name="piot-pool")
+                self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(IDLE_SECONDS / 4)
+            expired = []
+            with self._lock:
+                cutoff = time.monotonic() - IDLE_SECONDS
+                for key, idle in list(self._idle.items()):
+                    expired += [c for c, used in idle if used < cutoff]
+                    self._idle[key] = [(c, used) for c, used in idle if used >= cutoff]
+                    if not self._idle[key]:
+                        del self._idle[key]
+                if not self._idle:
+                    self._reaper = None
+            for connection in expired:
+                with contextlib.suppress(Exception):
+                    connection.close()
+            if self._reaper is None:
+                return
+
+
+IDLE_SECONDS = 1.0
+_POOL = _Pool()
 
 
 def _redact(uri: str) -> str:

@@ -11,6 +11,7 @@ from polars.io.plugins import register_io_source
 from tqdm.auto import tqdm
 
 from piot_dagster.errors import UnboundedRangeError
+from piot_dagster.frames import slices
 from piot_dagster.intervals import IntervalSet
 from piot_dagster.periods import TIME_UNITS, Period, TimeUnit, split_periods
 from piot_dagster.ranges import column_unit_ns, plan_range, predicate_range
@@ -212,7 +213,7 @@ class _PeriodSource:
                     remaining -= frame.height
                     if predicate is not None:
                         frame = frame.filter(predicate)
-                yield from _batches(frame, batch_size)
+                yield from slices(frame, batch_size)
                 if remaining == 0:
                     break
 
@@ -233,11 +234,3 @@ def _window(column: str, dtype: pl.DataType, period: Period, also: pl.Expr | Non
     col = pl.col(column)
     window = (col >= pl.lit(period.start, dtype=dtype)) & (col < pl.lit(period.end, dtype=dtype))
     return window if also is None else window & also
-
-
-def _batches(frame: pl.DataFrame, batch_size: int | None) -> Iterator[pl.DataFrame]:
-    if not batch_size or frame.height <= batch_size:
-        yield frame
-        return
-    for offset in range(0, frame.height, batch_size):
-        yield frame.slice(offset, batch_size)

@@ -24,7 +24,7 @@ import ray
 from polars.testing import assert_frame_equal
 
 import piot_dagster
-from piot_dagster.engine import _batches
+from piot_dagster.frames import slices
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -324,8 +324,8 @@ def test_projection_keeps_predicate_columns_out_of_the_result():
 
 def test_batches_are_cut_to_batch_size():
     frame = pl.DataFrame({"v": range(10)})
-    assert [b.height for b in _batches(frame, 4)] == [4, 4, 2]
-    assert [b.height for b in _batches(frame, None)] == [10]
+    assert [b.height for b in slices(frame, 4)] == [4, 4, 2]
+    assert [b.height for b in slices(frame, None)] == [10]
 
 
 def test_batch_size_from_polars_config_gives_the_same_result():
