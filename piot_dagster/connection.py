@@ -161,10 +161,12 @@ class Connection:
 
             if not Path(self.path).exists():  # type: ignore[arg-type]
                 raise FileNotFoundError(f"no SQLite file at {self.path}")
-            return adbc_driver_sqlite.dbapi.connect(self.path)
+            # Autocommit: a pooled connection must not sit in a transaction that pins
+            # a snapshot or holds locks between reads.
+            return adbc_driver_sqlite.dbapi.connect(self.path, autocommit=True)
         import adbc_driver_postgresql.dbapi
 
-        return adbc_driver_postgresql.dbapi.connect(self.uri)
+        return adbc_driver_postgresql.dbapi.connect(self.uri, autocommit=True)
 
 
 class _Pool:

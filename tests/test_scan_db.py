@@ -409,7 +409,15 @@ def test_the_password_never_shows_in_errors_logs_repr_or_explain(
         piot_dagster.scan_db("SELECT * FROM no_such_table", connection=uri)
     from piot_dagster.connection import Connection
 
-    shown = [lf.explain(), str(info.value), repr(Connection.parse(uri)), caplog.text]
+    shown = [
+        lf.explain(),
+        lf.explain(optimized=False),
+        repr(lf),
+        str(lf),
+        str(info.value),
+        repr(Connection.parse(uri)),
+        caplog.text,
+    ]
     assert all(secret not in text for text in shown)
     assert "***" in lf.explain()
 
