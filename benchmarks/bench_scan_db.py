@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import os
 import sqlite3
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ import adbc_driver_sqlite.dbapi
 import duckdb
 import polars as pl
 import ray
-from bench_engine import peak_growth
+from bench_engine import peak_growth, timed
 
 import piot_dagster
 
@@ -103,16 +102,6 @@ def build(rows: int) -> dict[str, tuple[str, str]]:
     }
 
 
-def median_time(fn: Callable[[], object], runs: int) -> tuple[float, object]:
-    fn()
-    times, result = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
-
-
 def direct_reader(dialect: str, uri: str, sql: str) -> Callable[[], pl.DataFrame]:
     """The fastest single-process read of ``sql`` a user would write by hand, dates typed,
     on a connection opened once (its best case)."""
@@ -161,8 +150,8 @@ def main() -> None:
         literal = "'{}'" if dialect == "sqlite" else "DATE '{}'"
         lo, hi = (literal.format(day) for day in MONTH)
         month_sql = f"{query} WHERE date >= {lo} AND date < {hi}"
-        ours, got = median_time(lambda: lf.filter(month_filter).collect(), args.runs)  # noqa: B023
-        theirs, expected = median_time(direct_reader(dialect, uri, month_sql), args.runs)
+        ours, got = timed(lambda: lf.filter(month_filter).collect(), args.runs)  # noqa: B023
+        theirs, expected = timed(direct_reader(dialect, uri, month_sql), args.runs)
         assert got.height == expected.height  # type: ignore[union-attr]
         print(
             f"{dialect:<8} (a) one month, {got.height:,} rows: scan_db {ours:.3f} s, "  # type: ignore[union-attr]
@@ -173,8 +162,8 @@ def main() -> None:
             date_column="date", time_unit="monthly"
         )
         rss, private, _ = peak_growth(whole.collect)  # the first collect: the cold peak
-        ray_time, result = median_time(whole.collect, args.runs)
-        single, baseline = median_time(direct_reader(dialect, uri, query), args.runs)
+        ray_time, result = timed(whole.collect, args.runs)
+        single, baseline = timed(direct_reader(dialect, uri, query), args.runs)
         assert result.height == baseline.height == args.rows  # type: ignore[union-attr]
         target = 0.7 if dialect == "duckdb" else 1.3
         print(
