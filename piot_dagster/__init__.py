@@ -9,13 +9,20 @@ from piot_dagster import namespace as _namespace  # noqa: F401  (registers lf.pi
 from piot_dagster.connection import DatabaseError
 from piot_dagster.engine import execute_on_ray
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, UnboundedRangeError
+from piot_dagster.io_manager import RayParquetIOManager
+from piot_dagster.partitions import partition_unit, time_partitions
+from piot_dagster.ray_resource import RayResource
 from piot_dagster.scan import scan_db
 
 __all__ = [
     "DatabaseError",
     "PeriodExecutionError",
     "RayNotInitializedError",
+    "RayParquetIOManager",
+    "RayResource",
     "UnboundedRangeError",
     "execute_on_ray",
+    "partition_unit",
     "scan_db",
+    "time_partitions",
 ]

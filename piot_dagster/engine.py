@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -13,7 +12,7 @@ from tqdm.auto import tqdm
 from piot_dagster.errors import UnboundedRangeError
 from piot_dagster.frames import slices
 from piot_dagster.intervals import IntervalSet
-from piot_dagster.periods import TIME_UNITS, Period, TimeUnit, split_periods
+from piot_dagster.periods import TIME_UNITS, Period, TimeUnit, split_periods, window_filter
 from piot_dagster.ranges import column_unit_ns, plan_range, predicate_range
 from piot_dagster.ray_tasks import (
     PeriodTask,
@@ -25,8 +24,6 @@ from piot_dagster.ray_tasks import (
 from piot_dagster.transport import RETURN_AS, ReturnAs
 
 __all__ = ["execute_on_ray"]
-
-logger = logging.getLogger("piot_dagster")
 
 
 def execute_on_ray(
@@ -179,7 +176,7 @@ class _PeriodSource:
             (
                 period,
                 PeriodTask(
-                    where=_window(self.column, dtype, period, in_task),
+                    where=_with(window_filter(self.column, dtype, period), in_task),
                     head=n_rows,
                     columns=with_columns,
                     return_as=self.return_as,
@@ -199,15 +196,10 @@ class _PeriodSource:
         with tqdm(
             total=len(periods), unit="period", desc="piot", disable=None, delay=2, leave=False
         ) as progress:
-            for period, frame, seconds in results:
+            for result in results:
                 progress.update()
-                logger.info(
-                    "piot_dagster: period %s of %r: %d rows in %.3f s",
-                    period.label,
-                    self.column,
-                    frame.height,
-                    seconds,
-                )
+                frame = result.frame
+                assert frame is not None
                 if remaining is not None:
                     frame = frame.head(remaining)
                     remaining -= frame.height
@@ -230,7 +222,5 @@ class _PeriodSource:
         return split_periods(values.rescale(unit), self.schema[self.column], self.time_unit)
 
 
-def _window(column: str, dtype: pl.DataType, period: Period, also: pl.Expr | None) -> pl.Expr:
-    col = pl.col(column)
-    window = (col >= pl.lit(period.start, dtype=dtype)) & (col < pl.lit(period.end, dtype=dtype))
-    return window if also is None else window & also
+def _with(window: pl.Expr, predicate: pl.Expr | None) -> pl.Expr:
+    return window if predicate is None else window & predicate

@@ -18,7 +18,14 @@ import polars as pl
 from piot_dagster.intervals import IntervalSet
 from piot_dagster.ranges import column_unit_ns
 
-__all__ = ["TIME_UNITS", "Period", "TimeUnit", "split_periods"]
+__all__ = [
+    "TIME_UNITS",
+    "Period",
+    "TimeUnit",
+    "period_of_window",
+    "split_periods",
+    "window_filter",
+]
 
 TimeUnit = Literal["daily", "monthly", "yearly"]
 TIME_UNITS: tuple[TimeUnit, ...] = ("daily", "monthly", "yearly")
@@ -74,11 +81,45 @@ class _Axis:
 
     def midnight(self, day: dt.date) -> int:
         if self.is_date:
-            return (day - _EPOCH_DATE).days
+            return _axis_days(day)
         # fold=0 maps a midnight that a DST gap skips to the first instant of that day.
         local = dt.datetime(day.year, day.month, day.day, tzinfo=self.zone)
         ns = (local - _EPOCH_UTC) // dt.timedelta(seconds=1) * 10**9
         return -(-ns // self.unit_ns)
+
+
+def window_filter(column: str, dtype: pl.DataType, period: Period) -> pl.Expr:
+    """``column`` in ``[period.start, period.end)``, with literals of the column's dtype
+    so a source below (scan_db) can push the window to its database."""
+    col = pl.col(column)
+    return (col >= pl.lit(period.start, dtype=dtype)) & (col < pl.lit(period.end, dtype=dtype))
+
+
+def period_of_window(start: dt.datetime, end: dt.datetime, dtype: pl.DataType) -> Period:
+    """The half-open window ``[start, end)`` (tz-aware datetimes, as a Dagster partition
+    gives them) in a column's physical unit.
+
+    A tz-aware column compares instants, whatever its zone; a naive column compares wall
+    times in the window's own zone; a Date column compares the window's local dates.
+    """
+    first_day, next_first_day = start.date(), end.date()
+    if dtype == pl.Date:
+        return Period(
+            first_day, next_first_day, *(_axis_days(d) for d in (first_day, next_first_day))
+        )
+    unit_ns = column_unit_ns(dtype)
+    aware = getattr(dtype, "time_zone", None) is not None
+
+    def units(moment: dt.datetime) -> int:
+        moment = moment if aware else moment.replace(tzinfo=dt.UTC)
+        ns = (moment - _EPOCH_UTC) // dt.timedelta(microseconds=1) * 1_000
+        return -(-ns // unit_ns)
+
+    return Period(first_day, next_first_day, units(start), units(end))
+
+
+def _axis_days(day: dt.date) -> int:
+    return (day - _EPOCH_DATE).days
 
 
 def split_periods(values: IntervalSet, dtype: pl.DataType, unit: TimeUnit) -> list[Period]:

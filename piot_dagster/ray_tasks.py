@@ -23,11 +23,13 @@ import ray
 import ray.exceptions
 
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError
+from piot_dagster.parquet_files import ParquetTarget, WrittenFile, captured_sql, write_atomically
 from piot_dagster.periods import Period
 from piot_dagster.transport import ReturnAs, decode, encode
 
 __all__ = [
     "DEFAULT_REMOTE_OPTIONS",
+    "PeriodResult",
     "PeriodTask",
     "ShippedPlan",
     "check_remote_options",
@@ -47,12 +49,28 @@ _plans: OrderedDict[str, pl.LazyFrame] = OrderedDict()
 
 @dataclass(frozen=True)
 class PeriodTask:
-    """What one period's task runs: ``plan.filter(where).head(head).select(columns)``."""
+    """What one period's task runs: ``plan.filter(where).head(head).select(columns)``,
+    shipped back as ``return_as``, or written to ``write`` (then only its stats return)."""
 
     where: pl.Expr
     head: int | None
     columns: list[str] | None
     return_as: ReturnAs
+    write: ParquetTarget | None = None
+
+
+@dataclass(frozen=True)
+class PeriodResult:
+    """A finished period: its frame, or the stats of the file it wrote."""
+
+    period: Period
+    frame: pl.DataFrame | None
+    written: WrittenFile | None
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return self.frame.height if self.frame is not None else self.written.rows  # type: ignore[union-attr]
 
 
 class ShippedPlan:
@@ -100,8 +118,12 @@ def _run_period(plan_box: list[ray.ObjectRef], task: PeriodTask) -> tuple[Any, f
         query = query.head(task.head)
     if task.columns is not None:
         query = query.select(task.columns)
-    frame = query.collect()
-    return encode(frame, task.return_as), time.perf_counter() - started
+    if task.write is not None:
+        with captured_sql() as statements:
+            frame = query.collect()
+        written = write_atomically(frame, task.write, statements)
+        return written, time.perf_counter() - started
+    return encode(query.collect(), task.return_as), time.perf_counter() - started
 
 
 def require_ray() -> None:
@@ -137,8 +159,8 @@ def run(
     schema: pl.Schema,
     options: Mapping[str, Any],
     max_concurrency: int,
-) -> Iterator[tuple[Period, pl.DataFrame, float]]:
-    """Run every period's task, yielding ``(period, frame, seconds)`` in period order.
+) -> Iterator[PeriodResult]:
+    """Run every period's task, yielding its result in period order, each logged.
 
     A result is yielded as soon as it and all earlier ones are ready. At most
     ``max_concurrency`` tasks are submitted and not yet consumed, which also bounds the
@@ -162,14 +184,25 @@ def run(
                 payload, seconds = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 raise PeriodExecutionError(
-                    f"execute_on_ray: the task for period {period.label} of {column!r} "
-                    f"failed: {_cause(exc)}",
+                    f"the Ray task for period {period.label} of {column!r} failed: {_cause(exc)}",
                     period=period.label,
                 ) from exc
             following = next(queue, None)
             if following is not None:
                 submit(*following)
-            yield period, decode(payload, task.return_as, schema), seconds
+            result = (
+                PeriodResult(period, None, payload, seconds)
+                if task.write is not None
+                else PeriodResult(period, decode(payload, task.return_as, schema), None, seconds)
+            )
+            logger.info(
+                "piot_dagster: period %s of %r: %d rows in %.3f s",
+                period.label,
+                column,
+                result.rows,
+                seconds,
+            )
+            yield result
     finally:
         for _, _, ref in pending:
             ray.cancel(ref)

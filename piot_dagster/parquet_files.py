@@ -1,0 +1,105 @@
+"""Partition files: safe paths under a base directory, and atomic Parquet writes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+__all__ = ["ParquetTarget", "WrittenFile", "captured_sql", "file_path", "write_atomically"]
+
+logger = logging.getLogger("piot_dagster")
+_SQL_PREFIX = "piot_dagster: scan_db runs "
+
+
+@dataclass(frozen=True)
+class ParquetTarget:
+    """Where a task writes its partition, and which column's range to report."""
+
+    path: str
+    date_column: str | None
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    path: str
+    rows: int
+    bytes: int
+    schema: dict[str, str]
+    date_min: object
+    date_max: object
+    sql: tuple[str, ...]
+
+
+def file_path(base_dir: str | Path, parts: Sequence[str], name: str) -> Path:
+    """``<base_dir>/<parts...>/<name>.parquet``, refusing any part that could escape
+    ``base_dir`` (a separator, ``..``, an empty or hidden name)."""
+    base = Path(base_dir).resolve()
+    for part in [*parts, name]:
+        if (
+            not isinstance(part, str)
+            or not part
+            or part in (".", "..")
+            or part.startswith(".")
+            or any(sep in part for sep in ("/", "\\", "\0"))
+        ):
+            raise ValueError(
+                f"{part!r} cannot name a file under {base}: asset key parts and partition "
+                f"keys must not be empty, start with '.', or contain '/', '\\\\' or '..'"
+            )
+    path = base.joinpath(*parts, f"{name}.parquet")
+    if base not in path.resolve().parents:
+        raise ValueError(f"{path} would escape base_dir {base}")
+    return path
+
+
+@contextlib.contextmanager
+def captured_sql() -> Iterator[list[str]]:
+    """The SQL statements scan_db runs inside the block, in this process."""
+    statements: list[str] = []
+
+    class _Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith(_SQL_PREFIX):
+                statements.append(message[len(_SQL_PREFIX) :])
+
+    handler = _Capture(level=logging.DEBUG)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield statements
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def write_atomically(frame: pl.DataFrame, target: ParquetTarget, sql: Sequence[str]) -> WrittenFile:
+    """Write ``frame`` to ``target.path`` through a temporary file and a rename, so a
+    reader sees the old file or the new one, never a part."""
+    path = Path(target.path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.write_parquet(temporary, compression="zstd", statistics=True)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    column = target.date_column
+    return WrittenFile(
+        path=str(path),
+        rows=frame.height,
+        bytes=path.stat().st_size,
+        schema={name: str(dtype) for name, dtype in frame.schema.items()},
+        date_min=frame[column].min() if column else None,
+        date_max=frame[column].max() if column else None,
+        sql=tuple(sql),
+    )

@@ -1,0 +1,72 @@
+"""``RayResource``: connect Dagster runs to Ray, or start an embedded local Ray."""
+
+
+from typing import Any
+
+import dagster as dg
+import ray
+from pydantic import PrivateAttr
+
+__all__ = ["RayResource"]
+
+
+class RayResource(dg.ConfigurableResource):
+    """Ray for the run.
+
+    ``address=None`` joins a running local cluster (``RAY_ADDRESS``, or one started with
+    ``ray start --head``) or else starts an embedded one; ``"auto"`` or
+    ``"ray://host:port"`` attaches to an existing cluster. If Ray is already initialised
+    in the process it is used as it is. Only a connection this resource opened is closed
+    at the end of the run, which stops a cluster only if this resource started it.
+
+    Examples
+    --------
+    >>> RayResource(num_cpus=4, runtime_env={"env_vars": {"POLARS_MAX_THREADS": "2"}})
+    ... # doctest: +SKIP
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    runtime_env: dict[str, Any] | None = None
+    include_dashboard: bool | None = None
+    namespace: str | None = None
+
+    _owned: bool = PrivateAttr(default=False)
+    _dashboard_url: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if ray.is_initialized():
+            self._owned = False
+            return
+        options = {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "runtime_env": self.runtime_env,
+            "include_dashboard": self.include_dashboard,
+            "namespace": self.namespace,
+        }
+        info = ray.init(
+            address=self.address,
+            log_to_driver=False,
+            **{k: v for k, v in options.items() if v is not None},
+        )
+        self._owned = True
+        self._dashboard_url = getattr(info, "dashboard_url", None) or None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._owned and ray.is_initialized():
+            ray.shutdown()
+        self._owned = False
+
+    @property
+    def cluster_address(self) -> str | None:
+        """The cluster's GCS address, where Ray is running."""
+        if not ray.is_initialized():
+            return None
+        return ray.get_runtime_context().gcs_address
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The dashboard URL, where this resource started one."""
+        return self._dashboard_url

@@ -1,0 +1,505 @@
+"""The Dagster integration on a real local Ray, real Parquet files and scan_db over SQLite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import ray
+from polars.testing import assert_frame_equal
+
+import piot_dagster
+from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster.parquet_files import file_path
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+@pytest.fixture(scope="module")
+def trades_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Hourly trades through 2023-2024 in SQLite, timestamps as naive UTC text."""
+    path = tmp_path_factory.mktemp("db") / "trades.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE trades (ts TIMESTAMP, day DATE, symbol TEXT, price REAL)")
+    conn.execute("CREATE INDEX trades_ts ON trades (ts)")
+    start = dt.datetime(2023, 1, 1)
+    rows = []
+    for hour in range(0, 2 * 366 * 24):
+        t = start + dt.timedelta(hours=hour)
+        rows.append((t.isoformat(sep=" "), t.date().isoformat(), "AAPL", float(hour)))
+    conn.executemany("INSERT INTO trades VALUES (?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+def io_manager(tmp_path: Path, **overrides: object) -> RayParquetIOManager:
+    return RayParquetIOManager(ray=RayResource(), base_dir=str(tmp_path), **overrides)
+
+
+def trades_asset(uri: str, partitions_def: dg.PartitionsDefinition, column: str = "ts", **kw):
+    @dg.asset(
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"date_column": column},
+        **kw,
+    )
+    def trades() -> pl.LazyFrame:
+        return piot_dagster.scan_db("SELECT ts, day, symbol, price FROM trades", connection=uri)
+
+    return trades
+
+
+def stored(tmp_path: Path, key: str, asset: str = "trades") -> pl.DataFrame:
+    return pl.read_parquet(tmp_path / asset / f"{key}.parquet")
+
+
+# time_partitions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("unit", "start", "keys"),
+    [
+        ("daily", "2024-01-30", ["2024-01-30", "2024-01-31", "2024-02-01"]),
+        ("monthly", dt.date(2024, 1, 1), ["2024-01-01", "2024-02-01", "2024-03-01"]),
+        ("yearly", "2020", ["2020", "2021", "2022"]),
+    ],
+)
+def test_time_partitions_give_calendar_keys_and_read_back_their_unit(unit, start, keys):
+    definition = time_partitions(unit, start, end=None)
+    assert definition.get_partition_keys()[:3] == keys
+    assert piot_dagster.partition_unit(definition) == unit
+
+
+def test_dagsters_own_daily_and_monthly_definitions_are_understood():
+    assert piot_dagster.partition_unit(dg.DailyPartitionsDefinition("2024-01-01")) == "daily"
+    assert piot_dagster.partition_unit(dg.MonthlyPartitionsDefinition("2024-01-01")) == "monthly"
+
+
+def test_partitions_that_are_not_calendar_periods_are_refused():
+    with pytest.raises(TypeError, match="time-based"):
+        piot_dagster.partition_unit(dg.StaticPartitionsDefinition(["a"]))
+    with pytest.raises(ValueError, match="not daily, monthly or yearly"):
+        piot_dagster.partition_unit(dg.HourlyPartitionsDefinition("2024-01-01-00:00"))
+    with pytest.raises(ValueError, match="'%Y'"):
+        time_partitions("yearly", "2020-01-01")
+    with pytest.raises(ValueError, match="unit"):
+        time_partitions("weekly", "2020-01-01")  # type: ignore[arg-type]
+
+
+# RayResource ----------------------------------------------------------------------------
+
+
+def test_ray_resource_uses_a_running_ray_and_leaves_it_running():
+    resource = RayResource()
+    context = dg.build_init_resource_context()
+    resource.setup_for_execution(context)
+    assert resource.cluster_address
+    resource.teardown_after_execution(context)
+    assert ray.is_initialized()
+
+
+def test_ray_resource_starts_and_stops_only_its_own_cluster():
+    ray.shutdown()
+    resource = RayResource(address="local", num_cpus=1, include_dashboard=False)
+    context = dg.build_init_resource_context()
+    resource.setup_for_execution(context)
+    try:
+        assert ray.is_initialized()
+        assert ray.cluster_resources()["CPU"] == 1
+    finally:
+        resource.teardown_after_execution(context)
+    assert not ray.is_initialized()
+
+
+# handle_output --------------------------------------------------------------------------
+
+
+def test_one_daily_partition_is_one_file_with_only_its_rows(trades_uri, tmp_path):
+    asset = trades_asset(trades_uri, time_partitions("daily", "2024-01-01"))
+    result = dg.materialize(
+        [asset], partition_key="2024-01-15", resources={"io_manager": io_manager(tmp_path)}
+    )
+    assert result.success
+    frame = stored(tmp_path, "2024-01-15")
+    assert frame.height == 24
+    assert frame["ts"].min() == dt.datetime(2024, 1, 15)
+    assert frame["ts"].max() == dt.datetime(2024, 1, 15, 23)
+    (event,) = result.asset_materializations_for_node("trades")
+    metadata = event.metadata
+    assert metadata["dagster/row_count"].value == 24
+    assert [c.name for c in metadata["dagster/column_schema"].value.columns] == [
+        "ts",
+        "day",
+        "symbol",
+        "price",
+    ]
+    assert metadata["path"].value.endswith("trades/2024-01-15.parquet")
+    assert metadata["size_bytes"].value > 0
+    assert "WHERE" in metadata["sql"].value
+    assert "ts" in metadata["sql"].value
+    assert metadata["ray_cluster"].value
+
+
+def test_a_single_run_range_writes_every_partition_with_its_own_metadata(trades_uri, tmp_path):
+    asset = trades_asset(trades_uri, time_partitions("daily", "2024-01-01"))
+    tags = {RANGE_START: "2024-03-30", RANGE_END: "2024-04-02"}
+    result = dg.materialize([asset], tags=tags, resources={"io_manager": io_manager(tmp_path)})
+    assert result.success
+    events = result.asset_materializations_for_node("trades")
+    assert [e.partition for e in events] == ["2024-03-30", "2024-03-31", "2024-04-01", "2024-04-02"]
+    assert all(e.metadata["dagster/row_count"].value == 24 for e in events)
+    assert len({e.metadata["path"].value for e in events}) == 4
+    for day in ("2024-03-30", "2024-03-31", "2024-04-01", "2024-04-02"):
+        frame = stored(tmp_path, day)
+        assert frame["ts"].dt.date().unique().to_list() == [dt.date.fromisoformat(day)]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_tz_aware_daily_asset_counts_dst_days_of_23_and_25_hours(trades_uri, tmp_path):
+    berlin = time_partitions("daily", "2024-01-01", timezone="Europe/Berlin")
+
+    @dg.asset(
+        partitions_def=berlin,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"date_column": "ts"},
+    )
+    def trades() -> pl.LazyFrame:
+        source = piot_dagster.scan_db("SELECT ts, price FROM trades", connection=trades_uri)
+        return source.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+
+    tags = {RANGE_START: "2024-03-30", RANGE_END: "2024-03-31"}
+    assert dg.materialize(
+        [trades], tags=tags, resources={"io_manager": io_manager(tmp_path)}
+    ).success
+    tags = {RANGE_START: "2024-10-27", RANGE_END: "2024-10-27"}
+    assert dg.materialize(
+        [trades], tags=tags, resources={"io_manager": io_manager(tmp_path)}
+    ).success
+    rows = {day: stored(tmp_path, day).height for day in ("2024-03-30", "2024-03-31", "2024-10-27")}
+    assert rows == {"2024-03-30": 24, "2024-03-31": 23, "2024-10-27": 25}
+    first = stored(tmp_path, "2024-03-31")["ts"].min()
+    assert first == dt.datetime(2024, 3, 30, 23, tzinfo=dt.UTC)  # Berlin midnight, in UTC
+
+
+@pytest.mark.parametrize(
+    ("unit", "key", "rows"),
+    [("monthly", "2024-02-01", 29 * 24), ("yearly", "2023", 365 * 24)],
+)
+def test_monthly_and_yearly_partitions_hold_their_whole_period(
+    trades_uri, tmp_path, unit, key, rows
+):
+    asset = trades_asset(
+        trades_uri, time_partitions(unit, "2023-01-01" if unit == "monthly" else "2023")
+    )
+    result = dg.materialize(
+        [asset], partition_key=key, resources={"io_manager": io_manager(tmp_path)}
+    )
+    assert result.success
+    assert stored(tmp_path, key).height == rows
+
+
+def test_a_date_column_partitions_by_its_local_dates(trades_uri, tmp_path):
+    asset = trades_asset(trades_uri, time_partitions("monthly", "2023-01-01"), column="day")
+    assert dg.materialize(
+        [asset], partition_key="2024-02-01", resources={"io_manager": io_manager(tmp_path)}
+    ).success
+    assert stored(tmp_path, "2024-02-01")["day"].unique().len() == 29
+
+
+def test_a_non_partitioned_asset_is_one_task_and_one_file(tmp_path):
+    @dg.asset
+    def small() -> pl.DataFrame:
+        return pl.DataFrame({"v": [1, 2, 3]})
+
+    result = dg.materialize([small], resources={"io_manager": io_manager(tmp_path)})
+    assert result.success
+    assert pl.read_parquet(tmp_path / "small.parquet")["v"].to_list() == [1, 2, 3]
+
+
+# load_input -----------------------------------------------------------------------------
+
+
+def upstream_three_days(uri: str) -> dg.AssetsDefinition:
+    return trades_asset(uri, time_partitions("daily", "2024-01-01", end="2024-01-04"))
+
+
+def materialize_all(asset: dg.AssetsDefinition, tmp_path: Path, end: str = "2024-01-03") -> None:
+    tags = {RANGE_START: "2024-01-01", RANGE_END: end}
+    assert dg.materialize(
+        [asset], tags=tags, resources={"io_manager": io_manager(tmp_path)}
+    ).success
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [pl.LazyFrame, pl.DataFrame, None, dict[str, pl.DataFrame], dict[str, pl.LazyFrame]],
+    ids=["LazyFrame", "DataFrame", "none", "dict-DataFrame", "dict-LazyFrame"],
+)
+def test_a_downstream_asset_gets_every_partition_as_its_annotation_asks(
+    trades_uri, tmp_path, annotation
+):
+    upstream = upstream_three_days(trades_uri)
+    materialize_all(upstream, tmp_path)
+    seen = {}
+
+    def body(trades):
+        seen["value"] = trades
+        return pl.DataFrame({"n": [1]})
+
+    if annotation is not None:
+        body.__annotations__ = {"trades": annotation, "return": pl.DataFrame}
+    combined = dg.asset(name="combined", deps=None, ins={"trades": dg.AssetIn("trades")})(body)
+    result = dg.materialize(
+        [upstream, combined], selection=[combined], resources={"io_manager": io_manager(tmp_path)}
+    )
+    assert result.success
+    value = seen["value"]
+    expected = pl.concat([stored(tmp_path, d) for d in ("2024-01-01", "2024-01-02", "2024-01-03")])
+    if isinstance(value, dict):
+        assert list(value) == ["2024-01-01", "2024-01-02", "2024-01-03"]
+        frames = [v.collect() if isinstance(v, pl.LazyFrame) else v for v in value.values()]
+        assert_frame_equal(pl.concat(frames), expected)
+    else:
+        assert isinstance(value, pl.LazyFrame if annotation is pl.LazyFrame else pl.DataFrame)
+        got = value.collect() if isinstance(value, pl.LazyFrame) else value
+        assert_frame_equal(got, expected)
+
+
+def test_a_dict_input_holds_one_entry_even_when_one_partition_exists(trades_uri, tmp_path):
+    upstream = trades_asset(trades_uri, time_partitions("daily", "2024-01-01", end="2024-01-02"))
+    materialize_all(upstream, tmp_path, end="2024-01-01")
+    seen = {}
+
+    @dg.asset(ins={"trades": dg.AssetIn("trades")})
+    def combined(trades: dict[str, pl.DataFrame]) -> pl.DataFrame:
+        seen["value"] = trades
+        return pl.DataFrame({"n": [1]})
+
+    result = dg.materialize(
+        [upstream, combined], selection=[combined], resources={"io_manager": io_manager(tmp_path)}
+    )
+    assert result.success
+    assert list(seen["value"]) == ["2024-01-01"]
+    assert seen["value"]["2024-01-01"].height == 24
+
+
+def test_a_monthly_downstream_gets_exactly_its_months_daily_partitions(trades_uri, tmp_path):
+    daily = trades_asset(trades_uri, time_partitions("daily", "2024-01-01"))
+    tags = {RANGE_START: "2024-01-30", RANGE_END: "2024-02-02"}
+    assert dg.materialize(
+        [daily], tags=tags, resources={"io_manager": io_manager(tmp_path)}
+    ).success
+    seen = {}
+
+    @dg.asset(
+        partitions_def=time_partitions("monthly", "2024-01-01"),
+        metadata={"date_column": "ts"},
+        ins={"trades": dg.AssetIn("trades", metadata={"allow_missing_partitions": True})},
+    )
+    def monthly(trades: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
+        seen["keys"] = list(trades)
+        return pl.concat(trades.values())
+
+    result = dg.materialize(
+        [daily, monthly],
+        selection=[monthly],
+        partition_key="2024-02-01",
+        resources={"io_manager": io_manager(tmp_path)},
+    )
+    assert result.success
+    assert seen["keys"] == ["2024-02-01", "2024-02-02"]
+    assert stored(tmp_path, "2024-02-01", asset="monthly").height == 48
+
+
+def test_missing_upstream_partitions_are_listed_in_a_clear_error(trades_uri, tmp_path):
+    upstream = upstream_three_days(trades_uri)
+    materialize_all(upstream, tmp_path, end="2024-01-01")
+
+    @dg.asset(ins={"trades": dg.AssetIn("trades")})
+    def combined(trades: pl.DataFrame) -> pl.DataFrame:
+        return trades
+
+    with pytest.raises(
+        FileNotFoundError, match=r"2 partition\(s\) are not materialized: 2024-01-02, 2024-01-03"
+    ):
+        dg.materialize(
+            [upstream, combined],
+            selection=[combined],
+            resources={"io_manager": io_manager(tmp_path)},
+        )
+
+
+def test_missing_partitions_are_skipped_with_a_warning_when_allowed(trades_uri, tmp_path):
+    upstream = upstream_three_days(trades_uri)
+    materialize_all(upstream, tmp_path, end="2024-01-01")
+
+    @dg.asset(ins={"trades": dg.AssetIn("trades", metadata={"allow_missing_partitions": True})})
+    def combined(trades: pl.DataFrame) -> pl.DataFrame:
+        return trades
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [upstream, combined],
+            selection=[combined],
+            instance=instance,
+            resources={"io_manager": io_manager(tmp_path)},
+        )
+        assert result.success
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert result.output_for_node("combined").height == 24
+    assert any("skipping 2 missing partition(s): 2024-01-02, 2024-01-03" in m for m in messages)
+
+
+# Progress -------------------------------------------------------------------------------
+
+
+def test_per_partition_progress_reaches_the_run_log(trades_uri, tmp_path):
+    asset = trades_asset(trades_uri, time_partitions("daily", "2024-01-01"))
+    tags = {RANGE_START: "2024-01-01", RANGE_END: "2024-01-02"}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [asset], tags=tags, instance=instance, resources={"io_manager": io_manager(tmp_path)}
+        )
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("period 2024-01-01 → 2024-01-02 of 'ts': 24 rows" in m for m in messages)
+    assert any("period 2024-01-02 → 2024-01-03 of 'ts': 24 rows" in m for m in messages)
+
+
+# Bad input ------------------------------------------------------------------------------
+
+
+def test_a_missing_date_column_names_the_asset_and_the_column(trades_uri, tmp_path):
+    asset = trades_asset(trades_uri, time_partitions("daily", "2024-01-01"), column="when")
+    with pytest.raises(ValueError, match=r"asset trades: date_column 'when' is missing"):
+        dg.materialize(
+            [asset], partition_key="2024-01-15", resources={"io_manager": io_manager(tmp_path)}
+        )
+
+
+def test_partitions_that_are_not_time_based_are_refused_naming_the_asset(trades_uri, tmp_path):
+    asset = trades_asset(trades_uri, dg.StaticPartitionsDefinition(["a"]))
+    with pytest.raises(TypeError, match="asset trades: partitions must be time-based"):
+        dg.materialize([asset], partition_key="a", resources={"io_manager": io_manager(tmp_path)})
+
+
+def test_an_asset_returning_something_else_is_refused_naming_it(tmp_path):
+    @dg.asset
+    def numbers() -> list:
+        return [1, 2]
+
+    with pytest.raises(TypeError, match="asset numbers returned list"):
+        dg.materialize([numbers], resources={"io_manager": io_manager(tmp_path)})
+
+
+def test_a_base_dir_that_cannot_be_written_names_the_asset(tmp_path):
+    @dg.asset
+    def small() -> pl.DataFrame:
+        return pl.DataFrame({"v": [1]})
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    target = "/proc/piot-cannot-write" if Path("/proc").exists() else str(locked / "sub")
+    with pytest.raises(PermissionError, match="asset small"):
+        dg.materialize([small], resources={"io_manager": io_manager(Path(target))})
+
+
+@pytest.mark.parametrize("part", ["..", "a/b", "a\\b", "", ".hidden"])
+def test_keys_that_would_escape_base_dir_are_refused(tmp_path, part):
+    with pytest.raises(ValueError, match="cannot name a file"):
+        file_path(tmp_path, ["trades"], part)
+    with pytest.raises(ValueError, match="cannot name a file"):
+        file_path(tmp_path, [part, "x"], "2024-01-01")
+
+
+def test_an_asset_key_escaping_base_dir_is_refused(tmp_path):
+    @dg.asset(key=dg.AssetKey(["..", "escape"]))
+    def escape() -> pl.DataFrame:
+        return pl.DataFrame({"v": [1]})
+
+    with pytest.raises(ValueError, match="cannot name a file"):
+        dg.materialize([escape], resources={"io_manager": io_manager(tmp_path)})
+    assert not (tmp_path.parent / "escape.parquet").exists()
+
+
+# Executors ------------------------------------------------------------------------------
+
+
+def test_the_dagster_cli_runs_a_range_under_the_multiprocess_executor(trades_uri, tmp_path):
+    """The CLI's default executor runs each step in a subprocess; RayResource there joins
+    the running cluster named by RAY_ADDRESS instead of starting one per step."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "out"
+    code = tmp_path / "defs.py"
+    code.write_text(
+        textwrap.dedent(
+            f"""
+            import dagster as dg
+            import piot_dagster
+            from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+
+            @dg.asset(
+                partitions_def=time_partitions("daily", "2024-01-01"),
+                backfill_policy=dg.BackfillPolicy.single_run(),
+                metadata={{"date_column": "ts"}},
+            )
+            def trades():
+                return piot_dagster.scan_db(
+                    "SELECT ts, price FROM trades", connection={trades_uri!r}
+                )
+
+            io_manager = RayParquetIOManager(ray=RayResource(), base_dir={str(out)!r})
+            defs = dg.Definitions(assets=[trades], resources={{"io_manager": io_manager}})
+            """
+        )
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+    }
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [
+        str(dagster),
+        "asset",
+        "materialize",
+        "-f",
+        str(code),
+        "--select",
+        "trades",
+        "--partition-range",
+        "2024-01-01...2024-01-03",
+    ]
+    proc = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (out / "trades").iterdir()) == [
+        "2024-01-01.parquet",
+        "2024-01-02.parquet",
+        "2024-01-03.parquet",
+    ]
+
+
+def test_the_in_process_executor_runs_a_job_with_ray_set_up_once(trades_uri, tmp_path):
+    asset = trades_asset(trades_uri, time_partitions("daily", "2024-01-01"))
+    defs = dg.Definitions(
+        assets=[asset],
+        resources={"io_manager": io_manager(tmp_path)},
+        executor=dg.in_process_executor,
+    )
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(partition_key="2024-01-05")
+    assert result.success
+    assert stored(tmp_path, "2024-01-05").height == 24
