@@ -24,7 +24,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet connectorx  # the baseline reader, not a dependency
-	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_scan_db.py
+	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_scan_db.py && ../$(PY) bench_dagster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

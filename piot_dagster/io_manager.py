@@ -1,7 +1,6 @@
 """``RayParquetIOManager``: each time partition of an asset is one Ray task that filters
 the asset's frame to its window and writes its own Parquet file."""
 
-
 import contextlib
 import datetime as dt
 import logging
@@ -73,7 +72,14 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             target = ParquetTarget(
                 str(_asset_file(base, context.asset_key)), column if column in schema else None
             )
-            work = [(_ALL_TIME, PeriodTask(pl.lit(True), None, None, "arrow", target))]
+            work = [
+                (
+                    _ALL_TIME,
+                    PeriodTask(
+                        pl.lit(True), head=None, columns=None, return_as="arrow", write=target
+                    ),
+                )
+            ]
         cluster = self.ray.cluster_address
         started = dt.datetime.now()
         with _bridged_logs(context.log):
@@ -126,7 +132,13 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             work.append(
                 (
                     period,
-                    PeriodTask(window_filter(column, dtype, period), None, None, "arrow", target),
+                    PeriodTask(
+                        window_filter(column, dtype, period),
+                        head=None,
+                        columns=None,
+                        return_as="arrow",
+                        write=target,
+                    ),
                 )
             )
         return work

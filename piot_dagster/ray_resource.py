@@ -1,6 +1,5 @@
 """``RayResource``: connect Dagster runs to Ray, or start an embedded local Ray."""
 
-
 from typing import Any
 
 import dagster as dg

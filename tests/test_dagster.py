@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import ray
+from dagster._core.types.dagster_type import resolve_dagster_type
 from polars.testing import assert_frame_equal
 
 import piot_dagster
@@ -503,3 +504,113 @@ def test_the_in_process_executor_runs_a_job_with_ray_set_up_once(trades_uri, tmp
     result = job.execute_in_process(partition_key="2024-01-05")
     assert result.success
     assert stored(tmp_path, "2024-01-05").height == 24
+
+
+# Dagster's own testing contexts and per-asset overrides ----------------------------------
+
+
+def test_output_and_input_contexts_built_by_hand_round_trip_a_range(trades_uri, tmp_path):
+    daily = time_partitions("daily", "2024-01-01")
+    manager = io_manager(tmp_path, date_column="ts")
+    frame = piot_dagster.scan_db("SELECT ts, price FROM trades", connection=trades_uri)
+    keys = dg.PartitionKeyRange("2024-01-10", "2024-01-12")
+    out = dg.build_output_context(
+        asset_key=dg.AssetKey(["market", "trades"]),
+        asset_partitions_def=daily,
+        asset_partition_key_range=keys,
+        resources={"ray": RayResource()},
+    )
+    manager.handle_output(out, frame)
+    logged = out.get_logged_metadata()
+    assert logged["partitions"].value == 3
+    assert logged["dagster/row_count"].value == 72
+    assert (tmp_path / "market" / "trades" / "2024-01-11.parquet").exists()
+    into = dg.build_input_context(
+        asset_key=dg.AssetKey(["market", "trades"]),
+        asset_partitions_def=daily,
+        asset_partition_key_range=keys,
+        dagster_type=resolve_dagster_type(dict[str, pl.DataFrame]),
+    )
+    loaded = manager.load_input(into)
+    assert list(loaded) == ["2024-01-10", "2024-01-11", "2024-01-12"]
+    assert sum(f.height for f in loaded.values()) == 72
+
+
+def test_an_asset_overrides_remote_options_and_max_concurrency_in_its_metadata(
+    trades_uri, tmp_path
+):
+    def flag(v: pl.Series) -> pl.Series:
+        import os as _os
+
+        return pl.Series([_os.environ.get("PIOT_FLAG", "off")] * len(v), dtype=pl.String)
+
+    @dg.asset(
+        partitions_def=time_partitions("daily", "2024-01-01"),
+        metadata={
+            "date_column": "ts",
+            "max_concurrency": 1,
+            "remote_options": {"runtime_env": {"env_vars": {"PIOT_FLAG": "on"}}},
+        },
+    )
+    def flagged() -> pl.LazyFrame:
+        source = piot_dagster.scan_db("SELECT ts, price FROM trades", connection=trades_uri)
+        return source.with_columns(flag=pl.col("price").map_batches(flag, return_dtype=pl.String))
+
+    result = dg.materialize(
+        [flagged], partition_key="2024-01-02", resources={"io_manager": io_manager(tmp_path)}
+    )
+    assert result.success
+    assert stored(tmp_path, "2024-01-02", asset="flagged")["flag"].unique().to_list() == ["on"]
+
+
+def test_a_non_partitioned_upstream_loads_as_its_one_file(tmp_path):
+    @dg.asset
+    def small() -> pl.DataFrame:
+        return pl.DataFrame({"v": [1, 2, 3]})
+
+    @dg.asset
+    def doubled(small: pl.LazyFrame) -> pl.DataFrame:
+        return small.select(pl.col("v") * 2).collect()
+
+    result = dg.materialize([small, doubled], resources={"io_manager": io_manager(tmp_path)})
+    assert result.success
+    assert result.output_for_node("doubled")["v"].to_list() == [2, 4, 6]
+
+
+def test_a_yearly_downstream_gets_its_years_monthly_partitions(trades_uri, tmp_path):
+    monthly = trades_asset(trades_uri, time_partitions("monthly", "2023-01-01"))
+    tags = {RANGE_START: "2023-11-01", RANGE_END: "2024-02-01"}
+    assert dg.materialize(
+        [monthly], tags=tags, resources={"io_manager": io_manager(tmp_path)}
+    ).success
+    seen = {}
+
+    @dg.asset(
+        partitions_def=time_partitions("yearly", "2023"),
+        ins={"trades": dg.AssetIn("trades", metadata={"allow_missing_partitions": True})},
+        metadata={"date_column": "ts"},
+    )
+    def yearly(trades: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
+        seen["keys"] = list(trades)
+        return pl.concat(trades.values())
+
+    resources = {"io_manager": io_manager(tmp_path)}
+    result = dg.materialize(
+        [monthly, yearly], selection=[yearly], partition_key="2024", resources=resources
+    )
+    assert result.success
+    assert seen["keys"] == ["2024-01-01", "2024-02-01"]
+
+
+def test_ray_resource_fields_resolve_from_environment_variables(monkeypatch):
+    monkeypatch.setenv("PIOT_RAY_NAMESPACE", "from-env")
+    seen = {}
+
+    @dg.asset
+    def probe(ray_cluster: RayResource) -> None:
+        seen["namespace"] = ray_cluster.namespace
+        seen["address"] = ray_cluster.cluster_address
+
+    resources = {"ray_cluster": RayResource(namespace=dg.EnvVar("PIOT_RAY_NAMESPACE"))}
+    assert dg.materialize([probe], resources=resources).success
+    assert seen == {"namespace": "from-env", "address": ray.get_runtime_context().gcs_address}
