@@ -614,3 +614,38 @@ def test_ray_resource_fields_resolve_from_environment_variables(monkeypatch):
     resources = {"ray_cluster": RayResource(namespace=dg.EnvVar("PIOT_RAY_NAMESPACE"))}
     assert dg.materialize([probe], resources=resources).success
     assert seen == {"namespace": "from-env", "address": ray.get_runtime_context().gcs_address}
+
+
+def test_ray_resource_never_imports_ray_data_or_pandas():
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys
+        import dagster as dg
+        from piot_dagster import RayResource
+        resource = RayResource(address="local", num_cpus=1, include_dashboard=False)
+        context = dg.build_init_resource_context()
+        resource.setup_for_execution(context)
+        resource.teardown_after_execution(context)
+        print(sorted(m for m in ("pandas", "ray.data") if m in sys.modules))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_base_dir_defaults_to_the_instance_storage_directory():
+    @dg.asset
+    def small() -> pl.DataFrame:
+        return pl.DataFrame({"v": [1]})
+
+    with dg.instance_for_test() as instance:
+        manager = RayParquetIOManager(ray=RayResource())
+        assert dg.materialize([small], instance=instance, resources={"io_manager": manager}).success
+        assert (Path(instance.storage_directory()) / "small.parquet").exists()
