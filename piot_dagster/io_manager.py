@@ -178,12 +178,19 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
     def _base_dir(self, context: dg.OutputContext | dg.InputContext) -> Path:
         if self.base_dir is not None:
             return Path(self.base_dir)
-        try:
-            return Path(context.instance.storage_directory())
-        except Exception as exc:
-            raise ValueError(
-                "RayParquetIOManager needs base_dir when there is no Dagster instance"
-            ) from exc
+        instance = _instance(context)
+        if instance is None:
+            raise ValueError("RayParquetIOManager needs base_dir when there is no Dagster instance")
+        return Path(instance.storage_directory())
+
+
+def _instance(context: dg.OutputContext | dg.InputContext) -> dg.DagsterInstance | None:
+    """The run's instance: an input context has it, an output context's step does."""
+    with contextlib.suppress(Exception):
+        return context.instance  # type: ignore[union-attr]
+    with contextlib.suppress(Exception):
+        return context.step_context.instance  # type: ignore[union-attr]
+    return None
 
 
 def _check_writable(base: Path, asset: str) -> None:
