@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo ui test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m piot_dagster.demo
+# The demo's runs land in .dagster, so `make ui` shows them afterwards.
+HOME_DIR := $(CURDIR)/.dagster
+
+demo: $(STAMP) $(HOME_DIR)/dagster.yaml
+	DAGSTER_HOME=$(HOME_DIR) $(PY) definitions.py
+
+ui: $(STAMP) $(HOME_DIR)/dagster.yaml
+	DAGSTER_HOME=$(HOME_DIR) $(VENV)/bin/dagster dev -f definitions.py -h 127.0.0.1 -p 3000
+
+$(HOME_DIR)/dagster.yaml:
+	mkdir -p $(@D)
+	printf 'telemetry:\n  enabled: false\n' > $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -27,4 +37,4 @@ bench: $(STAMP)
 	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_scan_db.py && ../$(PY) bench_dagster.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .dagster data

@@ -13,6 +13,7 @@ from piot_dagster.io_manager import RayParquetIOManager
 from piot_dagster.partitions import partition_unit, time_partitions
 from piot_dagster.ray_resource import RayResource
 from piot_dagster.scan import scan_db
+from piot_dagster.source_sensor import source_change_sensor
 
 __all__ = [
     "DatabaseError",
@@ -24,5 +25,6 @@ __all__ = [
     "execute_on_ray",
     "partition_unit",
     "scan_db",
+    "source_change_sensor",
     "time_partitions",
 ]

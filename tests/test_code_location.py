@@ -1,0 +1,356 @@
+"""definitions.py as users meet it: validated by the dagster CLI, run by the demo and the
+CLI, served by `dagster dev` and driven through GraphQL; and the refresh sensor."""
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import ray
+
+import piot_dagster
+from piot_dagster import time_partitions
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def load_definitions() -> object:
+    spec = importlib.util.spec_from_file_location("piot_definitions", ROOT / "definitions.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.fixture(scope="module")
+def trades_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example database, built once by the code location's own first-use builder."""
+    return load_definitions().ensure_trades_db(tmp_path_factory.mktemp("demo") / "trades.db")
+
+
+@pytest.fixture
+def location_env(trades_db: Path, tmp_path: Path, ray_cluster: None) -> dict[str, str]:
+    """Environment for a process loading definitions.py: the prebuilt database, a fresh
+    Dagster home and asset folder, and the running Ray cluster."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {
+        **os.environ,
+        "PIOT_TRADES_DB": str(trades_db),
+        "PIOT_ASSET_DIR": str(tmp_path / "assets"),
+        "DAGSTER_HOME": str(home),
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+    }
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: int = 300
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    return proc
+
+
+def test_the_dagster_cli_validates_the_code_location(location_env):
+    run_cli([str(BIN / "dagster"), "definitions", "validate", "-f", "definitions.py"], location_env)
+
+
+def test_the_code_location_defines_what_the_readme_promises():
+    defs = load_definitions().defs
+    for name, unit in (
+        ("trades_daily", "daily"),
+        ("trades_monthly", "monthly"),
+        ("trades_yearly", "yearly"),
+    ):
+        asset = defs.get_assets_def(name)
+        assert piot_dagster.partition_unit(asset.partitions_def) == unit
+        assert asset.backfill_policy == dg.BackfillPolicy.single_run()
+    assert defs.get_assets_def("daily_vwap").partitions_def is None
+    assert defs.get_sensor_def("trades_daily_source_changes")
+
+
+def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(location_env, tmp_path):
+    dagster = str(BIN / "dagster")
+    run_cli(
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-f",
+            "definitions.py",
+            "--select",
+            "trades_daily",
+            "--partition-range",
+            "2023-02-01...2023-02-03",
+        ],
+        location_env,
+    )
+    run_cli(
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-f",
+            "definitions.py",
+            "--select",
+            "trades_monthly",
+            "--partition",
+            "2023-02-01",
+        ],
+        location_env,
+    )
+    assets = tmp_path / "assets"
+    assert sorted(p.name for p in (assets / "trades_daily").iterdir()) == [
+        "2023-02-01.parquet",
+        "2023-02-02.parquet",
+        "2023-02-03.parquet",
+    ]
+    assert pl.read_parquet(assets / "trades_monthly" / "2023-02-01.parquet").height == 28 * 96 * 20
+    with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+    assert len(runs) == 2, "a partition range is one run"
+
+
+def test_the_demo_backfills_a_quarter_and_the_downstream_asset(location_env, tmp_path):
+    proc = run_cli([sys.executable, "definitions.py"], location_env, timeout=600)
+    assert "trades_daily: 91 partitions (2024-01-01 to 2024-03-31), 174,720 rows" in proc.stdout
+    assert "daily_vwap: 1,820 rows" in proc.stdout
+    assert len(list((tmp_path / "assets" / "trades_daily").iterdir())) == 91
+
+
+# The refresh sensor ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> tuple[str, Path]:
+    path = tmp_path / "source.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE trades (ts TIMESTAMP, price REAL)")
+    rows = [
+        ((dt.datetime(2024, 1, 1) + dt.timedelta(hours=h)).isoformat(sep=" "), float(h))
+        for h in range(24 * 10)
+    ]
+    conn.executemany("INSERT INTO trades VALUES (?, ?)", rows)
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}", path
+
+
+def append(path: Path, *stamps: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.executemany("INSERT INTO trades VALUES (?, 1.0)", [(s,) for s in stamps])
+    conn.commit()
+    conn.close()
+
+
+def sensor_for(uri: str, unit: str = "daily") -> dg.SensorDefinition:
+    start = "2024-01-01" if unit != "yearly" else "2024"
+
+    @dg.asset(
+        partitions_def=time_partitions(unit, start), backfill_policy=dg.BackfillPolicy.single_run()
+    )
+    def trades() -> pl.LazyFrame:
+        return piot_dagster.scan_db("SELECT ts, price FROM trades", connection=uri)
+
+    return piot_dagster.source_change_sensor(
+        trades, connection=uri, query="SELECT ts, price FROM trades", date_column="ts"
+    )
+
+
+def tick(sensor: dg.SensorDefinition, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor)
+        result = sensor(context)
+    return list(result.run_requests or []), result.cursor
+
+
+def test_the_sensor_requests_exactly_the_partitions_whose_rows_changed(source):
+    uri, path = source
+    sensor = sensor_for(uri)
+    requests, cursor = tick(sensor, None)
+    assert requests == [], "the first tick records fingerprints and requests nothing"
+    append(path, "2024-01-05 10:30:00")
+    requests, cursor = tick(sensor, cursor)
+    assert [r.partition_key for r in requests] == ["2024-01-05"]
+    again, _ = tick(sensor, json.dumps({**json.loads(cursor), "2024-01-05": [0, ""]}))
+    assert again[0].run_key == requests[0].run_key, "the same change gives the same run key"
+    nothing, cursor = tick(sensor, cursor)
+    assert nothing == []
+
+
+def test_the_sensor_requests_one_range_run_when_many_partitions_change(source):
+    uri, path = source
+    sensor = sensor_for(uri)
+    _, cursor = tick(sensor, None)
+    append(path, "2024-01-02 01:00:00", "2024-01-07 02:00:00", "2024-01-12 00:00:00")
+    (request,), _ = tick(sensor, cursor)
+    assert request.partition_key is None
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2024-01-02", "2024-01-12")
+    assert request.asset_selection == [dg.AssetKey("trades")]
+
+
+def test_the_sensor_folds_days_into_monthly_partitions(source):
+    uri, path = source
+    sensor = sensor_for(uri, "monthly")
+    _, cursor = tick(sensor, None)
+    append(path, "2024-01-20 09:00:00")
+    requests, _ = tick(sensor, cursor)
+    assert [r.partition_key for r in requests] == ["2024-01-01"]
+
+
+def test_the_sensor_skips_a_tick_when_the_source_cannot_be_read(tmp_path):
+    sensor = sensor_for(f"sqlite:///{tmp_path / 'missing.db'}")
+    with dg.instance_for_test() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SkipReason)
+    assert "could not be read" in result.skip_message
+
+
+# The UI, for real -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reset_signals() -> None:
+    # Background processes here inherit ignored SIGINT and SIGTERM (shared/notes/dagster.md).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture
+def dagster_dev(location_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(BIN / "dagster"), "dev", "-f", "definitions.py", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env=location_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=reset_signals,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        (tmp_path / "dagster-dev.log").read_text()[-3000:]
+                    ) from None
+                time.sleep(0.5)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
+    dagster_dev, location_env, tmp_path
+):
+    from dagster_graphql import DagsterGraphQLClient
+
+    client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_dev)
+    deadline = time.monotonic() + 120
+    while True:  # /graphql answers once the code location has loaded
+        try:
+            run_id = client.submit_job_execution(
+                "trades_daily_job", tags={"dagster/partition": "2024-02-29"}
+            )
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    backfill = client._execute(
+        BACKFILL,
+        {
+            "params": {
+                "partitionsByAssets": [
+                    {
+                        "assetKey": {"path": ["trades_monthly"]},
+                        "partitions": {"range": {"start": "2023-01-01", "end": "2023-03-01"}},
+                    }
+                ]
+            }
+        },
+    )["launchPartitionBackfill"]
+    assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
+
+    def wait_for(condition: object, what: str) -> None:
+        deadline = time.monotonic() + 240
+        while not condition():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(1)
+
+    wait_for(
+        lambda: (
+            client.get_run_status(run_id)
+            in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+        ),
+        "the run",
+    )
+    assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
+    assets = tmp_path / "assets"
+    monthly = [assets / "trades_monthly" / f"2023-0{m}-01.parquet" for m in (1, 2, 3)]
+
+    with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
+
+        def backfill_runs() -> list[dg.DagsterRun]:
+            return [
+                r
+                for r in instance.get_runs()
+                if r.tags.get("dagster/backfill") == backfill["backfillId"]
+            ]
+
+        wait_for(
+            lambda: backfill_runs() and all(r.is_finished for r in backfill_runs()), "the backfill"
+        )
+        assert len(backfill_runs()) == 1, "the single-run policy makes the backfill one run"
+        assert backfill_runs()[0].status == dg.DagsterRunStatus.SUCCESS
+        record = instance.get_latest_materialization_event(dg.AssetKey("trades_daily"))
+        metadata = record.asset_materialization.metadata
+        assert record.asset_materialization.partition == "2024-02-29"
+        assert metadata["dagster/row_count"].value == 96 * 20
+        columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
+        assert columns == ["ts", "symbol", "price", "qty"]
+    assert all(p.exists() for p in monthly)
+    assert pl.read_parquet(monthly[1]).height == 28 * 96 * 20
