@@ -354,3 +354,15 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
         assert columns == ["ts", "symbol", "price", "qty"]
     assert all(p.exists() for p in monthly)
     assert pl.read_parquet(monthly[1]).height == 28 * 96 * 20
+
+
+def test_the_readme_tour_runs_as_written(trades_db, ray_cluster, capsys):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- tour -->", 1)[1].split("<!-- /tour -->", 1)[0]
+    code = "\n".join(line[3:] for line in block.splitlines() if not line.strip().startswith("```"))
+    code = code.replace("sqlite:///data/trades.db", f"sqlite:///{trades_db}")
+    code = code.replace("ray.init()", "pass  # the tests' Ray is already running")
+    exec(compile(code, "README tour", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "SYM00" in printed
+    assert "8736" in printed  # 91 days x 96 trades a day
