@@ -366,3 +366,42 @@ def test_the_readme_tour_runs_as_written(trades_db, ray_cluster, capsys):
     printed = capsys.readouterr().out
     assert "SYM00" in printed
     assert "8736" in printed  # 91 days x 96 trades a day
+
+
+def test_the_code_location_reads_postgresql_when_configured(location_env, postgres_url, tmp_path):
+    import adbc_driver_postgresql.dbapi
+
+    schema = "piot_location_" + os.urandom(4).hex()
+    trades = load_definitions().synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 3))
+    with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+        cur.adbc_ingest("trades", trades.to_arrow(), mode="create", db_schema_name=schema)
+        conn.commit()
+    try:
+        uri = f"{postgres_url}?options=-csearch_path%3D{schema}"
+        env = {
+            **location_env,
+            "PIOT_SOURCE_URI": uri,
+            "PIOT_TRADES_DB": str(tmp_path / "unused.db"),
+        }
+        run_cli(
+            [
+                str(BIN / "dagster"),
+                "asset",
+                "materialize",
+                "-f",
+                "definitions.py",
+                "--select",
+                "trades_daily",
+                "--partition",
+                "2024-01-02",
+            ],
+            env,
+        )
+        stored = pl.read_parquet(tmp_path / "assets" / "trades_daily" / "2024-01-02.parquet")
+        assert stored.height == 96 * 20
+        assert not (tmp_path / "unused.db").exists(), "the embedded database is not built"
+    finally:
+        with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schema} CASCADE")
+            conn.commit()
