@@ -354,6 +354,39 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
         assert columns == ["ts", "symbol", "price", "qty"]
     assert all(p.exists() for p in monthly)
     assert pl.read_parquet(monthly[1]).height == 28 * 96 * 20
+    screenshot_partitions_page(dagster_dev, tmp_path)
+
+
+def screenshot_partitions_page(port: int, tmp_path: Path) -> None:
+    """The asset's partitions page renders in headless Chromium (Debian's package)."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    picture = tmp_path / "trades_daily_partitions.png"
+    url = f"http://127.0.0.1:{port}/assets/trades_daily?view=partitions"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,900",
+        "--virtual-time-budget=15000",
+        f"--screenshot={picture}",
+    ]
+    subprocess.run([chromium, *flags, url], capture_output=True, timeout=120, check=False)
+    assert picture.exists(), "chromium wrote no screenshot"
+    assert picture.stat().st_size > 20_000, "the page rendered nearly blank"
+    shutil.copy(picture, ROOT / ".pytest_cache" / picture.name) if (
+        ROOT / ".pytest_cache"
+    ).is_dir() else None
 
 
 def test_the_readme_tour_runs_as_written(trades_db, ray_cluster, capsys):
