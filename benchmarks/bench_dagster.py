@@ -19,15 +19,13 @@ Times are medians of ``--runs`` runs.
 import argparse
 import logging
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import ray
-from bench_engine import memory_mb, peak_growth
+from bench_engine import memory_mb, peak_growth, timed
 from bench_scan_db import build
 
 import piot_dagster
@@ -59,15 +57,6 @@ def assets(uri: str, out: Path) -> tuple[dg.AssetsDefinition, dg.AssetsDefinitio
             source.filter(month).collect().write_parquet(out / "plain" / f"{key}.parquet")
 
     return trades, trades_in_process
-
-
-def median_of(fn: object, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -109,9 +98,9 @@ def main() -> None:
         base = memory_mb()[0]
         one_rss, one_private, _ = peak_growth(one)
         a_rss, a_private, _ = peak_growth(single_run)
-        a = median_of(single_run, args.runs)
-        b = median_of(separate_runs, args.runs)
-        c = median_of(in_process, args.runs)
+        a, _ = timed(single_run, args.runs, warm_up=False)
+        b, _ = timed(separate_runs, args.runs, warm_up=False)
+        c, _ = timed(in_process, args.runs, warm_up=False)
         rows = pl.scan_parquet(out / "trades" / "*.parquet").select(pl.len()).collect().item()
     print(f"{rows:,} rows in 36 monthly partitions")
     print(f"(a) one single-run backfill on Ray   {a:7.2f} s")

@@ -28,8 +28,10 @@ from workloads import workload
 import piot_dagster  # noqa: F401  (registers lf.piot)
 
 
-def timed(fn: Callable[[], object], runs: int) -> tuple[float, object]:
-    fn()  # warm-up
+def timed(fn: Callable[[], object], runs: int, *, warm_up: bool = True) -> tuple[float, object]:
+    """The median seconds of ``runs`` calls of ``fn`` and its last result."""
+    if warm_up:
+        fn()
     times, result = [], None
     for _ in range(runs):
         t0 = time.perf_counter()

@@ -66,6 +66,15 @@ def run_cli(
     return proc
 
 
+def materialize_cli(env: dict[str, str], asset: str, *partitions: str) -> None:
+    """`dagster asset materialize -f definitions.py --select <asset> <partitions...>`."""
+    dagster = str(BIN / "dagster")
+    run_cli(
+        [dagster, "asset", "materialize", "-f", "definitions.py", "--select", asset, *partitions],
+        env,
+    )
+
+
 def test_the_dagster_cli_validates_the_code_location(location_env):
     run_cli([str(BIN / "dagster"), "definitions", "validate", "-f", "definitions.py"], location_env)
 
@@ -85,35 +94,8 @@ def test_the_code_location_defines_what_the_readme_promises():
 
 
 def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(location_env, tmp_path):
-    dagster = str(BIN / "dagster")
-    run_cli(
-        [
-            dagster,
-            "asset",
-            "materialize",
-            "-f",
-            "definitions.py",
-            "--select",
-            "trades_daily",
-            "--partition-range",
-            "2023-02-01...2023-02-03",
-        ],
-        location_env,
-    )
-    run_cli(
-        [
-            dagster,
-            "asset",
-            "materialize",
-            "-f",
-            "definitions.py",
-            "--select",
-            "trades_monthly",
-            "--partition",
-            "2023-02-01",
-        ],
-        location_env,
-    )
+    materialize_cli(location_env, "trades_daily", "--partition-range", "2023-02-01...2023-02-03")
+    materialize_cli(location_env, "trades_monthly", "--partition", "2023-02-01")
     assets = tmp_path / "assets"
     assert sorted(p.name for p in (assets / "trades_daily").iterdir()) == [
         "2023-02-01.parquet",
@@ -417,20 +399,7 @@ def test_the_code_location_reads_postgresql_when_configured(location_env, postgr
             "PIOT_SOURCE_URI": uri,
             "PIOT_TRADES_DB": str(tmp_path / "unused.db"),
         }
-        run_cli(
-            [
-                str(BIN / "dagster"),
-                "asset",
-                "materialize",
-                "-f",
-                "definitions.py",
-                "--select",
-                "trades_daily",
-                "--partition",
-                "2024-01-02",
-            ],
-            env,
-        )
+        materialize_cli(env, "trades_daily", "--partition", "2024-01-02")
         stored = pl.read_parquet(tmp_path / "assets" / "trades_daily" / "2024-01-02.parquet")
         assert stored.height == 96 * 20
         assert not (tmp_path / "unused.db").exists(), "the embedded database is not built"
