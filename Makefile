@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo ui test lint bench clean
+.PHONY: demo ui test fuzz lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+# A long differential search (25x the examples, a fresh random seed each time).
+fuzz: $(STAMP)
+	PIOT_FUZZ_SCALE=25 $(PY) -m pytest tests/test_differential.py tests/test_scan_db.py \
+		-k "equals or derived_range" -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet connectorx  # the baseline reader, not a dependency

@@ -18,8 +18,13 @@ class RayNotInitializedError(RuntimeError):
 
 
 class PeriodExecutionError(RuntimeError):
-    """A period's Ray task failed; the worker's own error is chained as ``__cause__``."""
+    """A period's Ray task failed; the worker's own error is chained as ``__cause__``.
 
-    def __init__(self, message: str, *, period: str) -> None:
+    ``period`` is the first failed period, ``periods`` all of them (readable labels such
+    as ``2024-02-01 → 2024-03-01``).
+    """
+
+    def __init__(self, message: str, *, period: str, periods: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.period = period
+        self.periods = periods or (period,)

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from piot_dagster.errors import PeriodExecutionError
 from piot_dagster.parquet_files import ParquetTarget, WrittenFile, file_path
 from piot_dagster.partitions import partition_unit
 from piot_dagster.periods import Period, period_of_window, window_filter
@@ -83,16 +84,20 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         cluster = self.ray.cluster_address
         started = dt.datetime.now()
         with _bridged_logs(context.log):
-            results = list(
-                run(
-                    ShippedPlan(obj),
-                    work,
-                    column=column or asset,
-                    schema=schema,
-                    options=options,
-                    max_concurrency=settings["max_concurrency"],
+            try:
+                results = list(
+                    run(
+                        ShippedPlan(obj),
+                        work,
+                        column=column or asset,
+                        schema=schema,
+                        options=options,
+                        max_concurrency=settings["max_concurrency"],
+                        keep_going=True,
+                    )
                 )
-            )
+            except PeriodExecutionError as exc:
+                raise _partitions_failed(asset, _keys(context), work, exc) from exc
         per_partition = {
             key: _metadata(result.written, result.seconds, cluster)  # type: ignore[arg-type]
             for key, result in zip(_keys(context), results, strict=True)
@@ -193,6 +198,23 @@ def _instance(context: dg.OutputContext | dg.InputContext) -> dg.DagsterInstance
     return None
 
 
+def _partitions_failed(
+    asset: str,
+    keys: list[str | None],
+    work: list[tuple[Period, PeriodTask]],
+    exc: PeriodExecutionError,
+) -> PeriodExecutionError:
+    """The failure, naming the asset's failed partitions: every other one was written."""
+    by_label = {period.label: key for key, (period, _) in zip(keys, work, strict=True)}
+    failed = [str(by_label.get(label)) for label in exc.periods]
+    return PeriodExecutionError(
+        f"asset {asset}: partition(s) {', '.join(failed)} failed and were not written; "
+        f"the other {len(keys) - len(failed)} were. Re-run just the failed ones. {exc}",
+        period=exc.period,
+        periods=exc.periods,
+    )
+
+
 def _check_writable(base: Path, asset: str) -> None:
     try:
         base.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -276,20 +298,27 @@ def _record(
 
 def _as_annotated(annotation: object, paths: Mapping[str, Path]) -> object:
     """The files as the downstream asset's annotation asks: a lazy scan, a frame, or one
-    entry per partition; schema drift between partitions is reconciled by column name."""
+    entry per partition; schema drift between partitions is reconciled by column name.
 
-    def scan(files: list[Path]) -> pl.LazyFrame:
-        frames = [pl.scan_parquet(f) for f in files]
+    Eager reads go through one open handle per file, so a run replacing a partition
+    meanwhile is seen either before or after, never mixed. A lazy scan opens the files
+    when it is collected.
+    """
+
+    def read(path: Path) -> pl.DataFrame:
+        with open(path, "rb") as handle:
+            return pl.read_parquet(handle)
+
+    def combine(frames: list[Any]) -> Any:
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
     if typing.get_origin(annotation) in (dict, Mapping):
         value = typing.get_args(annotation)[1] if typing.get_args(annotation) else pl.DataFrame
-        lazy = value is pl.LazyFrame
-        return {
-            key: scan([path]) if lazy else scan([path]).collect() for key, path in paths.items()
-        }
-    frame = scan(list(paths.values()))
-    return frame if annotation is pl.LazyFrame else frame.collect()
+        load = pl.scan_parquet if value is pl.LazyFrame else read
+        return {key: load(path) for key, path in paths.items()}
+    if annotation is pl.LazyFrame:
+        return combine([pl.scan_parquet(path) for path in paths.values()])
+    return combine([read(path) for path in paths.values()])
 
 
 @contextlib.contextmanager

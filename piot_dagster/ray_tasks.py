@@ -159,12 +159,15 @@ def run(
     schema: pl.Schema,
     options: Mapping[str, Any],
     max_concurrency: int,
+    keep_going: bool = False,
 ) -> Iterator[PeriodResult]:
     """Run every period's task, yielding its result in period order, each logged.
 
     A result is yielded as soon as it and all earlier ones are ready. At most
     ``max_concurrency`` tasks are submitted and not yet consumed, which also bounds the
     results the driver holds. Closing the iterator early cancels what is still pending.
+    A failed task raises :class:`PeriodExecutionError` at once, or, with ``keep_going``
+    (tasks that write their own files), after every other period has run.
     """
     require_ray()
     remote = _run_period.options(**options)
@@ -175,21 +178,22 @@ def run(
     def submit(period: Period, task: PeriodTask) -> None:
         pending.append((period, task, remote.remote(plan_box, task)))
 
+    failures: list[tuple[Period, ray.exceptions.RayError]] = []
     try:
         for item in islice(queue, max_concurrency):
             submit(*item)
         while pending:
             period, task, ref = pending.popleft()
-            try:
-                payload, seconds = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                raise PeriodExecutionError(
-                    f"the Ray task for period {period.label} of {column!r} failed: {_cause(exc)}",
-                    period=period.label,
-                ) from exc
             following = next(queue, None)
             if following is not None:
                 submit(*following)
+            try:
+                payload, seconds = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                failures.append((period, exc))
+                if keep_going:
+                    continue
+                raise _failure(column, failures) from exc
             result = (
                 PeriodResult(period, None, payload, seconds)
                 if task.write is not None
@@ -206,6 +210,19 @@ def run(
     finally:
         for _, _, ref in pending:
             ray.cancel(ref)
+    if failures:
+        raise _failure(column, failures) from failures[0][1]
+
+
+def _failure(
+    column: str, failures: list[tuple[Period, ray.exceptions.RayError]]
+) -> PeriodExecutionError:
+    which = "; ".join(f"period {period.label}: {_cause(exc)}" for period, exc in failures)
+    return PeriodExecutionError(
+        f"the Ray task of {len(failures)} period(s) of {column!r} failed: {which}",
+        period=failures[0][0].label,
+        periods=tuple(period.label for period, _ in failures),
+    )
 
 
 def _cause(exc: BaseException) -> str:

@@ -4,12 +4,20 @@ mix shapes the engine recognises with shapes it does not."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from zoneinfo import ZoneInfo
 
 import polars as pl
 from hypothesis import strategies as st
 
 D = pl.col("date")
+
+
+def examples(count: int) -> int:
+    """``count`` hypothesis examples, times ``PIOT_FUZZ_SCALE`` (``make fuzz`` raises it)."""
+    return count * int(os.environ.get("PIOT_FUZZ_SCALE", "1"))
+
+
 EPOCH = dt.datetime(1970, 1, 1)
 START = dt.datetime(2023, 12, 28)
 SPAN_DAYS = 70

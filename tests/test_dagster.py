@@ -649,3 +649,53 @@ def test_base_dir_defaults_to_the_instance_storage_directory():
         manager = RayParquetIOManager(ray=RayResource())
         assert dg.materialize([small], instance=instance, resources={"io_manager": manager}).success
         assert (Path(instance.storage_directory()) / "small.parquet").exists()
+
+
+# One failing partition ------------------------------------------------------------------
+
+
+def test_one_failing_partition_fails_the_run_and_spares_the_others(trades_uri, tmp_path):
+    marker = tmp_path / "fixed"
+    # Prices are the hour index from 2023-01-01: February 2024 is hours 9504 to 10199.
+    february = (9504.0, 10200.0)
+
+    def check(price: pl.Series) -> pl.Series:
+        import os as _os
+
+        in_february = ((price >= february[0]) & (price < february[1])).any()
+        if in_february and not _os.path.exists(str(marker)):
+            raise ValueError("the source broke in February")
+        return price
+
+    @dg.asset(
+        partitions_def=time_partitions("monthly", "2024-01-01"),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"date_column": "ts"},
+    )
+    def fragile() -> pl.LazyFrame:
+        source = piot_dagster.scan_db("SELECT ts, price FROM trades", connection=trades_uri)
+        price = pl.col("price").map_batches(check, return_dtype=pl.Float64, is_elementwise=True)
+        return source.with_columns(price=price)
+
+    resources = {"io_manager": io_manager(tmp_path)}
+    tags = {RANGE_START: "2024-01-01", RANGE_END: "2024-04-01"}
+    with pytest.raises(piot_dagster.PeriodExecutionError) as info:
+        dg.materialize([fragile], tags=tags, resources=resources)
+    message = str(info.value)
+    assert "asset fragile: partition(s) 2024-02-01 failed" in message
+    assert "2024-02-01 → 2024-03-01" in message
+    assert "the source broke in February" in message
+    folder = tmp_path / "fragile"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "2024-01-01.parquet",
+        "2024-03-01.parquet",
+        "2024-04-01.parquet",
+    ], "the failed partition has no file and there are no temporary leftovers"
+    assert [pl.read_parquet(folder / f"2024-0{m}-01.parquet").height for m in (1, 3, 4)] == [
+        31 * 24,
+        31 * 24,
+        30 * 24,
+    ]
+    marker.touch()
+    assert dg.materialize([fragile], partition_key="2024-02-01", resources=resources).success
+    assert pl.read_parquet(folder / "2024-02-01.parquet").height == 29 * 24

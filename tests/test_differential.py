@@ -11,10 +11,12 @@ from polars.testing import assert_frame_equal
 import piot_dagster
 from piot_dagster.intervals import IntervalSet
 from piot_dagster.ranges import predicate_range
-from tests.strategies import UNIT_NS, D, bounds, date_dtypes, frames, predicates
+from tests.strategies import UNIT_NS, D, bounds, date_dtypes, examples, frames, predicates
 
 SETTINGS = settings(
-    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=examples(100),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 
@@ -50,7 +52,7 @@ def test_derived_range_contains_every_row_polars_keeps(data):
 
 
 @pytest.mark.usefixtures("ray_cluster")
-@settings(SETTINGS, max_examples=80)
+@settings(SETTINGS, max_examples=examples(80))
 @given(
     data=st.data(),
     unit=st.sampled_from(["daily", "monthly", "yearly"]),
@@ -93,7 +95,7 @@ def test_execute_on_ray_equals_plain_polars(data, unit, where, return_as):
 
 
 @pytest.mark.usefixtures("ray_cluster")
-@settings(SETTINGS, max_examples=25)
+@settings(SETTINGS, max_examples=examples(25))
 @given(data=st.data(), k=st.integers(0, 12), unit=st.sampled_from(["daily", "monthly"]))
 def test_head_before_a_filter_equals_plain_polars(data, k, unit):
     dtype = data.draw(date_dtypes)

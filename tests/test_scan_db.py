@@ -28,6 +28,7 @@ from tests.databases import (
     write_postgres,
     write_sqlite,
 )
+from tests.strategies import examples
 
 D = pl.col("date")
 FRAME = trades_frame()
@@ -532,7 +533,7 @@ def sql_predicates(with_tz: bool) -> st.SearchStrategy[pl.Expr]:
 
 @settings(
     deadline=None,
-    max_examples=60,
+    max_examples=examples(60),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
