@@ -165,7 +165,8 @@ def run(
 
     A result is yielded as soon as it and all earlier ones are ready. At most
     ``max_concurrency`` tasks are submitted and not yet consumed, which also bounds the
-    results the driver holds. Closing the iterator early cancels what is still pending.
+    results the driver holds. Closing the iterator early submits nothing more; the tasks
+    already in flight finish and their results are dropped.
     A failed task raises :class:`PeriodExecutionError` at once, or, with ``keep_going``
     (tasks that write their own files), after every other period has run.
     """
@@ -179,37 +180,39 @@ def run(
         pending.append((period, task, remote.remote(plan_box, task)))
 
     failures: list[tuple[Period, ray.exceptions.RayError]] = []
-    try:
-        for item in islice(queue, max_concurrency):
-            submit(*item)
-        while pending:
-            period, task, ref = pending.popleft()
-            following = next(queue, None)
-            if following is not None:
-                submit(*following)
-            try:
-                payload, seconds = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                failures.append((period, exc))
-                if keep_going:
-                    continue
+    # Stopping early never calls ray.cancel: in Ray 2.60 a cancel racing a task's
+    # completion aborts the driver ("Tried to complete task that was not pending",
+    # ray-project/ray#54846). The window bounds what still runs to max_concurrency.
+    for item in islice(queue, max_concurrency):
+        submit(*item)
+    while pending:
+        period, task, ref = pending.popleft()
+        try:
+            payload, seconds = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            failures.append((period, exc))
+            if not keep_going:
                 raise _failure(column, failures) from exc
-            result = (
-                PeriodResult(period, None, payload, seconds)
-                if task.write is not None
-                else PeriodResult(period, decode(payload, task.return_as, schema), None, seconds)
-            )
-            logger.info(
-                "piot_dagster: period %s of %r: %d rows in %.3f s",
-                period.label,
-                column,
-                result.rows,
-                seconds,
-            )
-            yield result
-    finally:
-        for _, _, ref in pending:
-            ray.cancel(ref)
+            payload = None
+        # The next task goes in only once this one is done: max_concurrency in flight.
+        following = next(queue, None)
+        if following is not None:
+            submit(*following)
+        if payload is None:
+            continue
+        result = (
+            PeriodResult(period, None, payload, seconds)
+            if task.write is not None
+            else PeriodResult(period, decode(payload, task.return_as, schema), None, seconds)
+        )
+        logger.info(
+            "piot_dagster: period %s of %r: %d rows in %.3f s",
+            period.label,
+            column,
+            result.rows,
+            seconds,
+        )
+        yield result
     if failures:
         raise _failure(column, failures) from failures[0][1]
 
