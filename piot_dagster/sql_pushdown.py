@@ -159,6 +159,9 @@ class _Translator:
             return self.compare_temporal(name, op, literal, dtype)
         if dtype == pl.String and op not in ("Eq", "NotEq"):
             return None  # string order depends on the database's collation
+        if dtype == pl.String and op == "NotEq" and self.dialect == "sqlite":
+            # A NOCASE column would make 'A' <> 'a' false: a subset, so never pushed.
+            return None
         sql_value = self.literal(literal.value, literal.dtype, dtype)
         if sql_value is None:
             return None

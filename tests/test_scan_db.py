@@ -543,3 +543,23 @@ def test_pushdown_equals_reading_everything_and_filtering_in_polars(source, data
     predicate = data.draw(sql_predicates(with_tz=not uri.startswith("sqlite")))
     expected = lf.collect().filter(predicate)
     assert_frame_equal(lf.filter(predicate).collect().sort("id"), expected.sort("id"))
+
+
+def test_a_case_insensitive_sqlite_column_never_loses_rows(tmp_path):
+    path = tmp_path / "nocase.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER, s TEXT COLLATE NOCASE)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, "A"), (2, "a"), (3, "b")])
+    conn.commit()
+    conn.close()
+    lf = piot_dagster.scan_db("SELECT id, s FROM t", connection=f"sqlite:///{path}")
+    for predicate in [
+        pl.col("s") == "a",
+        pl.col("s") != "a",
+        ~(pl.col("s") == "a"),
+        pl.col("s").is_in(["a"]),
+        ~pl.col("s").is_in(["a"]),
+        pl.col("s").str.starts_with("a"),
+        ~pl.col("s").str.starts_with("a"),
+    ]:
+        assert_frame_equal(lf.filter(predicate).collect(), lf.collect().filter(predicate))
