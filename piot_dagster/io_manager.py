@@ -22,6 +22,7 @@ from piot_dagster.ray_tasks import PeriodTask, ShippedPlan, check_remote_options
 
 __all__ = ["RayParquetIOManager"]
 
+_INT64 = (-(2**63), 2**63 - 1)
 # A non-partitioned asset is one period covering all time.
 _ALL_TIME = Period(dt.date.min, dt.date.max, 0, 0)
 
@@ -62,7 +63,15 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 f"a polars LazyFrame or DataFrame"
             )
         settings = {**self.model_dump(exclude={"ray"}), **_settings(context.definition_metadata)}
-        options = check_remote_options(settings["remote_options"])
+        try:
+            options = check_remote_options(settings["remote_options"])
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"asset {asset}: {exc}") from None
+        limit = settings["max_concurrency"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(
+                f"asset {asset}: max_concurrency must be an int of at least 1, not {limit!r}"
+            )
         base = self._base_dir(context)
         _check_writable(base, asset)
         schema = obj.collect_schema()
@@ -133,6 +142,12 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         for key in context.asset_partition_keys:
             window = partitions_def.time_window_for_partition_key(key)  # type: ignore[union-attr]
             period = period_of_window(window.start, window.end, dtype)
+            if not _INT64[0] <= period.start <= period.end <= _INT64[1]:
+                raise ValueError(
+                    f"asset {asset}: partition {key} ({period.label}) lies outside what a "
+                    f"{dtype} column can hold; use a coarser time unit for date_column "
+                    f"{column!r}, or partitions within its range"
+                )
             target = ParquetTarget(str(file_path(base, context.asset_key.path, key)), column)
             work.append(
                 (

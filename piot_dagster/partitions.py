@@ -42,6 +42,11 @@ def time_partitions(
     def key(value: str | dt.date | None) -> str | None:
         return value.strftime(fmt) if isinstance(value, dt.date) else value
 
+    if end is not None and key(end) <= key(start):  # type: ignore[operator]
+        raise ValueError(
+            f"time_partitions({unit!r}, {start!r}, end={end!r}): end is exclusive and must "
+            f"come after start"
+        )
     cron = next(c for c, u in _CRONS.items() if u == unit)
     try:
         return dg.TimeWindowPartitionsDefinition(

@@ -179,3 +179,86 @@ def test_schema_drift_between_partitions_is_reconciled_by_column_name(tmp_path):
     out = result.output_for_node("combined")
     assert out.schema == pl.Schema({"d": pl.Date, "v": pl.Int64, "extra": pl.String})
     assert out["extra"].to_list() == [None, "new"]
+
+
+# Security -------------------------------------------------------------------------------
+
+
+def test_injection_through_column_names_has_no_side_effect_on_postgres(postgres_url):
+    import adbc_driver_postgresql.dbapi
+
+    from piot_dagster import scan_db
+
+    table = "piot_inject_" + os.urandom(4).hex()
+    evil = ['a"b', "x; DROP TABLE " + table + "; --", "select", "it's"]
+    frame = pl.DataFrame({name: [1, 2, 3] for name in evil}).with_columns(
+        pl.Series("when", [dt.date(2024, 1, d) for d in (1, 2, 3)])
+    )
+    with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
+        cur.adbc_ingest(table, frame.to_arrow(), mode="create")
+        conn.commit()
+    try:
+        lf = scan_db(f'SELECT * FROM "{table}"', connection=postgres_url)
+        for name in evil:
+            got = lf.filter((pl.col(name) >= 2) & pl.col(name).is_in([2, 3])).select(name).collect()
+            assert got[name].to_list() == [2, 3]
+        assert lf.collect().height == 3, "the table is intact"
+    finally:
+        with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
+            cur.execute(f'DROP TABLE IF EXISTS "{table}"')
+            conn.commit()
+
+
+class Source(dg.ConfigurableResource):
+    uri: str
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_password_given_through_envvar_reaches_no_log_event_or_metadata(
+    postgres_url, tmp_path, monkeypatch
+):
+    import adbc_driver_postgresql.dbapi
+
+    from piot_dagster import scan_db
+
+    secret = "envvar-secret-" + os.urandom(4).hex()
+    monkeypatch.setenv("PIOT_TEST_SOURCE", postgres_url.replace("postgres@", f"postgres:{secret}@"))
+    table = "piot_secret_" + os.urandom(4).hex()
+    frame = pl.DataFrame({"d": [dt.date(2024, 1, 1), dt.date(2024, 1, 2)], "v": [1, 2]})
+    with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
+        cur.adbc_ingest(table, frame.to_arrow(), mode="create")
+        conn.commit()
+
+    @dg.asset(partitions_def=time_partitions("daily", "2024-01-01"), metadata={"date_column": "d"})
+    def guarded(source: Source) -> pl.LazyFrame:
+        return scan_db(f"SELECT d, v FROM {table}", connection=source.uri)
+
+    @dg.asset
+    def broken(source: Source) -> pl.LazyFrame:
+        return scan_db("SELECT d FROM no_such_table", connection=source.uri)
+
+    resources = {
+        "source": Source(uri=dg.EnvVar("PIOT_TEST_SOURCE")),
+        "io_manager": RayParquetIOManager(ray=RayResource(), base_dir=str(tmp_path)),
+    }
+    try:
+        with dg.instance_for_test() as instance:
+            ok = dg.materialize(
+                [guarded], partition_key="2024-01-02", instance=instance, resources=resources
+            )
+            assert ok.success
+            failed = dg.materialize(
+                [broken], instance=instance, resources=resources, raise_on_error=False
+            )
+            assert not failed.success
+            records = [
+                *instance.all_logs(ok.run_id),
+                *instance.all_logs(failed.run_id),
+            ]
+            text = "\n".join(repr(r) for r in records)
+            assert "no_such_table" in text, "the failure is in the event log"
+            assert secret not in text
+    finally:
+        with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
+            cur.execute(f'DROP TABLE IF EXISTS "{table}"')
+            conn.commit()
