@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-__all__ = ["ParquetTarget", "WrittenFile", "captured_sql", "file_path", "write_atomically"]
-
-logger = logging.getLogger("piot_dagster")
-_SQL_PREFIX = "piot_dagster: scan_db runs "
+__all__ = ["ParquetTarget", "WrittenFile", "file_path", "write_atomically"]
 
 
 @dataclass(frozen=True)
@@ -57,28 +52,6 @@ def file_path(base_dir: str | Path, parts: Sequence[str], name: str) -> Path:
     if base not in path.resolve().parents:
         raise ValueError(f"{path} would escape base_dir {base}")
     return path
-
-
-@contextlib.contextmanager
-def captured_sql() -> Iterator[list[str]]:
-    """The SQL statements scan_db runs inside the block, in this process."""
-    statements: list[str] = []
-
-    class _Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            message = record.getMessage()
-            if message.startswith(_SQL_PREFIX):
-                statements.append(message[len(_SQL_PREFIX) :])
-
-    handler = _Capture(level=logging.DEBUG)
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield statements
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
 
 
 def write_atomically(frame: pl.DataFrame, target: ParquetTarget, sql: Sequence[str]) -> WrittenFile:

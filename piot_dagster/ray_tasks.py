@@ -23,8 +23,9 @@ import ray
 import ray.exceptions
 
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError
-from piot_dagster.parquet_files import ParquetTarget, WrittenFile, captured_sql, write_atomically
+from piot_dagster.parquet_files import ParquetTarget, WrittenFile, write_atomically
 from piot_dagster.periods import Period
+from piot_dagster.scan import captured_sql
 from piot_dagster.transport import ReturnAs, decode, encode
 
 __all__ = [

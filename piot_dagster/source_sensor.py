@@ -10,7 +10,7 @@ from sqlglot import exp
 from piot_dagster.connection import Connection, DatabaseError
 from piot_dagster.partitions import partition_unit
 from piot_dagster.periods import period_start
-from piot_dagster.sql_pushdown import parse_query
+from piot_dagster.sql_pushdown import as_subquery, parse_query
 
 __all__ = ["source_change_sensor"]
 
@@ -96,7 +96,7 @@ def _daily_fingerprint_sql(query: exp.Query, column: str, dialect: str) -> str:
             exp.alias_(exp.Count(this=exp.Star()), "n"),
             exp.alias_(exp.Max(this=ts.copy()), "latest"),
         )
-        .from_(exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=exp.to_identifier("q"))))
+        .from_(as_subquery(query))
         .where(exp.not_(exp.Is(this=ts.copy(), expression=exp.Null())))
         .group_by(exp.Literal.number(1))
     )

@@ -25,7 +25,7 @@ from sqlglot import exp
 
 from piot_dagster.ir import Binary, Call, Column, Expr, Literal
 
-__all__ = ["Pushdown", "parse_query", "to_sql_filter", "wrap_query"]
+__all__ = ["Pushdown", "as_subquery", "parse_query", "to_sql_filter", "wrap_query"]
 
 Pushdown = tuple[exp.Expression, bool]  # (condition, exact)
 
@@ -265,6 +265,11 @@ def parse_query(query: str, dialect: str) -> exp.Expression:
     return statements[0]
 
 
+def as_subquery(query: exp.Expression) -> exp.Subquery:
+    """``(<query>) AS q``: the user's query, untouched, as the source of our own SELECT."""
+    return exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=exp.to_identifier("q")))
+
+
 def wrap_query(
     query: exp.Expression,
     columns: list[str],
@@ -273,9 +278,7 @@ def wrap_query(
     dialect: str,
 ) -> str:
     """``SELECT <columns> FROM (<query>) AS q [WHERE <where>] [LIMIT <limit>]``."""
-    select = exp.select(*[_col(c) for c in columns]).from_(
-        exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=exp.to_identifier("q")))
-    )
+    select = exp.select(*[_col(c) for c in columns]).from_(as_subquery(query))
     if where is not None:
         select = select.where(where)
     if limit is not None:
