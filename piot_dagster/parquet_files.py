@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +19,16 @@ class ParquetTarget:
 
     path: str
     date_column: str | None
+    # The temporary file's name is fixed when the task is made, not when it runs: a Ray
+    # retry overwrites what a killed attempt left, and the driver can remove it once it
+    # gives up on the task (failed, cancelled or interrupted). Concurrent writers of the
+    # same partition still use different names.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def temporary(self) -> Path:
+        path = Path(self.path)
+        return path.with_name(f".{path.name}.{self.token}.tmp")
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ def write_atomically(frame: pl.DataFrame, target: ParquetTarget, sql: Sequence[s
     reader sees the old file or the new one, never a part."""
     path = Path(target.path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = target.temporary
     try:
         frame.write_parquet(temporary, compression="zstd", statistics=True)
         os.chmod(temporary, 0o644)

@@ -46,6 +46,8 @@ DEFAULT_REMOTE_OPTIONS: Mapping[str, Any] = {"max_retries": 3, "retry_exceptions
 # Deserialised plans kept per worker process; a collect uses one, the rest are recent ones.
 _PLAN_CACHE_SIZE = 4
 _plans: OrderedDict[str, pl.LazyFrame] = OrderedDict()
+# How long a stopped fan-out waits for its cancelled tasks' workers to be killed.
+_CANCEL_WAIT_S = 10
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,12 @@ def run(
 
     A result is yielded as soon as it and all earlier ones are ready. At most
     ``max_concurrency`` tasks are submitted and not yet consumed, which also bounds the
-    results the driver holds. Closing the iterator early submits nothing more; the tasks
-    already in flight finish and their results are dropped.
-    A failed task raises :class:`PeriodExecutionError` at once, or, with ``keep_going``
-    (tasks that write their own files), after every other period has run.
+    results the driver holds. Closing the iterator early submits nothing more; reading
+    tasks already in flight finish and their results are dropped, writing ones are
+    cancelled. A failed task raises :class:`PeriodExecutionError` at once, or, with
+    ``keep_going`` (tasks that write their own files), after every other period has run.
+    Any exit but the end or an early close (a failure, Ctrl-C, SIGTERM, a terminated
+    Dagster run) cancels the tasks in flight and removes their temporary files first.
     """
     require_ray()
     remote = _run_period.options(**options)
@@ -181,41 +185,90 @@ def run(
         pending.append((period, task, remote.remote(plan_box, task)))
 
     failures: list[tuple[Period, ray.exceptions.RayError]] = []
-    # Stopping early never calls ray.cancel: in Ray 2.60 a cancel racing a task's
-    # completion aborts the driver ("Tried to complete task that was not pending",
-    # ray-project/ray#54846). The window bounds what still runs to max_concurrency.
-    for item in islice(queue, max_concurrency):
-        submit(*item)
-    while pending:
-        period, task, ref = pending.popleft()
-        try:
-            payload, seconds = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            failures.append((period, exc))
-            if not keep_going:
-                raise _failure(column, failures) from exc
-            payload = None
-        # The next task goes in only once this one is done: max_concurrency in flight.
-        following = next(queue, None)
-        if following is not None:
-            submit(*following)
-        if payload is None:
-            continue
-        result = (
-            PeriodResult(period, None, payload, seconds)
-            if task.write is not None
-            else PeriodResult(period, decode(payload, task.return_as, schema), None, seconds)
-        )
-        logger.info(
-            "piot_dagster: period %s of %r: %d rows in %.3f s",
-            period.label,
-            column,
-            result.rows,
-            seconds,
-        )
-        yield result
+    try:
+        for item in islice(queue, max_concurrency):
+            submit(*item)
+        while pending:
+            period, task, ref = pending[0]
+            try:
+                payload, seconds = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                payload = None
+                failures.append((period, exc))
+                if task.write is not None:
+                    # Every attempt has ended; one killed mid-write left its temporary file.
+                    task.write.temporary.unlink(missing_ok=True)
+            # Popped only now, so a task whose result an interrupt cut short is cancelled.
+            pending.popleft()
+            if failures and not keep_going:
+                raise _failure(column, failures) from failures[0][1]
+            # The next task goes in only once this one is done: max_concurrency in flight.
+            following = next(queue, None)
+            if following is not None:
+                submit(*following)
+            if payload is None:
+                continue
+            result = (
+                PeriodResult(period, None, payload, seconds)
+                if task.write is not None
+                else PeriodResult(period, decode(payload, task.return_as, schema), None, seconds)
+            )
+            logger.info(
+                "piot_dagster: period %s of %r: %d rows in %.3f s",
+                period.label,
+                column,
+                result.rows,
+                seconds,
+            )
+            yield result
+    except GeneratorExit:
+        # The consumer stopped early (a head() met): nothing more is submitted and reading
+        # tasks in flight may finish, which keeps their workers (and cached plans) alive.
+        # Writing tasks are stopped, since their files would outlive the consumer.
+        if any(task.write is not None for _, task, _ in pending):
+            _cancel(pending, column)
+        raise
+    except BaseException:
+        # A failed period, an interrupt (Ctrl-C, SIGTERM, a Dagster run terminated): stop
+        # every task in flight before the caller sees the error.
+        _cancel(pending, column)
+        raise
     if failures:
         raise _failure(column, failures) from failures[0][1]
+
+
+def _cancel(pending: deque[tuple[Period, PeriodTask, ray.ObjectRef]], column: str) -> None:
+    """Cancel the tasks in flight, wait for them to end, and remove what the writing ones
+    left behind.
+
+    Cancellation is forced (the worker process is killed): in Ray 2.60 a soft cancel
+    racing a task's completion aborts the driver ("Tried to complete task that was not
+    pending", ray-project/ray#54846), and a forced one does not.
+    """
+    if not pending:
+        return
+    refs = [ref for _, _, ref in pending]
+    for ref in refs:
+        ray.cancel(ref, force=True)
+    _, running = ray.wait(refs, num_returns=len(refs), timeout=_CANCEL_WAIT_S)
+    for _, task, _ in pending:
+        if task.write is not None:
+            task.write.temporary.unlink(missing_ok=True)
+    labels = [period.label for period, _, _ in pending]
+    logger.warning(
+        "piot_dagster: cancelled the Ray tasks of %d period(s) of %r: %s%s",
+        len(labels),
+        column,
+        ", ".join(labels[:5]),
+        f" and {len(labels) - 5} more" if len(labels) > 5 else "",
+    )
+    if running:
+        logger.warning(
+            "piot_dagster: %d cancelled task(s) of %r had not ended after %d s",
+            len(running),
+            column,
+            _CANCEL_WAIT_S,
+        )
 
 
 def _failure(

@@ -5,12 +5,9 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import ray
 
 import piot_dagster
 from piot_dagster import time_partitions
+from tests.dagster_server import dagster_dev, finished, submit, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -207,51 +205,10 @@ def test_the_sensor_skips_a_tick_when_the_source_cannot_be_read(tmp_path):
 # The UI, for real -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def reset_signals() -> None:
-    # Background processes here inherit ignored SIGINT and SIGTERM (shared/notes/dagster.md).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 @pytest.fixture
-def dagster_dev(location_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-f", "definitions.py", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT,
-        env=location_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=reset_signals,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        (tmp_path / "dagster-dev.log").read_text()[-3000:]
-                    ) from None
-                time.sleep(0.5)
+def dagster_dev_port(location_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
+    with dagster_dev(ROOT / "definitions.py", location_env, tmp_path / "dagster-dev.log") as port:
         yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 BACKFILL = """
@@ -266,22 +223,12 @@ mutation($params: LaunchBackfillParams!) {
 
 
 def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
-    dagster_dev, location_env, tmp_path
+    dagster_dev_port, location_env, tmp_path
 ):
     from dagster_graphql import DagsterGraphQLClient
 
-    client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_dev)
-    deadline = time.monotonic() + 120
-    while True:  # /graphql answers once the code location has loaded
-        try:
-            run_id = client.submit_job_execution(
-                "trades_daily_job", tags={"dagster/partition": "2024-02-29"}
-            )
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_dev_port)
+    run_id = submit(dagster_dev_port, "trades_daily_job", {"dagster/partition": "2024-02-29"})
     backfill = client._execute(
         BACKFILL,
         {
@@ -297,19 +244,7 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
     )["launchPartitionBackfill"]
     assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
 
-    def wait_for(condition: object, what: str) -> None:
-        deadline = time.monotonic() + 240
-        while not condition():  # type: ignore[operator]
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(1)
-
-    wait_for(
-        lambda: (
-            client.get_run_status(run_id)
-            in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
-        ),
-        "the run",
-    )
+    wait_for(lambda: finished(dagster_dev_port, run_id), "the run")
     assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
     assets = tmp_path / "assets"
     monthly = [assets / "trades_monthly" / f"2023-0{m}-01.parquet" for m in (1, 2, 3)]
@@ -336,7 +271,7 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
         assert columns == ["ts", "symbol", "price", "qty"]
     assert all(p.exists() for p in monthly)
     assert pl.read_parquet(monthly[1]).height == 28 * 96 * 20
-    screenshot_partitions_page(dagster_dev, tmp_path)
+    screenshot_partitions_page(dagster_dev_port, tmp_path)
 
 
 def screenshot_partitions_page(port: int, tmp_path: Path) -> None:

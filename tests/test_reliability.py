@@ -1,5 +1,5 @@
-"""Faults and races injected for real: killed workers, concurrent writers of one partition
-file, and the permissions of what is written."""
+"""Faults and races injected for real: killed workers, interrupted runs, concurrent writers
+of one partition file, and the permissions of what is written."""
 
 import datetime as dt
 import os
@@ -10,13 +10,20 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+import ray
 
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster.parquet_files import ParquetTarget, write_atomically
+from tests import slow_location
+from tests.dagster_server import BIN, ROOT, dagster_dev, finished, reset_signals, submit, wait_for
+
+SLOW_LOCATION = ROOT / "tests" / "slow_location.py"
 
 WRITER = textwrap.dedent(
     """
@@ -153,6 +160,154 @@ def test_a_worker_killed_mid_backfill_is_retried_and_every_file_is_complete(tmp_
     stored = pl.concat([pl.read_parquet(p) for p in sorted((base / "prices").iterdir())])
     assert stored.equals(frame)
     assert not list(base.rglob("*.tmp"))
+
+
+# Interrupted runs -------------------------------------------------------------------------
+
+
+def count(events: Path, what: str) -> int:
+    return events.read_text().split().count(what) if events.exists() else 0
+
+
+def signal_after(events: Path, ends: int, send: Callable[[], None]) -> threading.Thread:
+    """Calls ``send`` once ``ends`` tasks have finished, mid-way through the fan-out."""
+
+    def wait_then_send() -> None:
+        deadline = time.monotonic() + 120
+        while count(events, "end") < ends and time.monotonic() < deadline:
+            time.sleep(0.05)
+        send()
+
+    thread = threading.Thread(target=wait_then_send)
+    thread.start()
+    return thread
+
+
+def assert_no_task_runs_on(events: Path) -> None:
+    """No task starts or ends any more: the ones in flight were cancelled, not left to run."""
+    before = events.read_text()
+    time.sleep(4 * slow_location.TASK_SECONDS)
+    assert events.read_text() == before, "tasks kept running after the interrupt"
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_ctrl_c_during_a_collect_cancels_the_tasks_in_flight(tmp_path):
+    events = tmp_path / "events"
+    query = (
+        slow_location.prices(1)
+        .lazy()
+        .with_columns(version=slow_location.slowly(str(events)))
+        .filter(pl.col("ts").is_between(dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 21)))
+        .piot.execute_on_ray(date_column="ts", time_unit="daily", max_concurrency=4)
+    )
+    interrupter = signal_after(events, 2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        query.collect()
+    interrupter.join()
+    assert count(events, "end") < slow_location.DAYS
+    assert_no_task_runs_on(events)
+    # The driver survived the cancellation and Ray still works.
+    assert query.head(30).collect().height == 30
+
+
+@pytest.fixture
+def slow_env(tmp_path: Path, ray_cluster: None) -> dict[str, str]:
+    """A process loading tests/slow_location.py: a fresh Dagster home and asset folder, the
+    tests' Ray cluster, and partitions already stored by an earlier run (version 1)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    earlier = slow_location.prices(1)
+    for (day,), rows in earlier.group_by(pl.col("ts").dt.date()):
+        write_atomically(rows, ParquetTarget(str(partition_file(tmp_path, day)), "ts"), [])
+    return {
+        **os.environ,
+        "PIOT_ASSET_DIR": str(tmp_path / "assets"),
+        "PIOT_TEST_EVENTS": str(tmp_path / "events"),
+        "PIOT_TEST_VERSION": "2",
+        "DAGSTER_HOME": str(home),
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+    }
+
+
+def partition_file(tmp_path: Path, day: dt.date) -> Path:
+    return tmp_path / "assets" / "slow_prices" / f"{day}.parquet"
+
+
+def assert_every_partition_whole(tmp_path: Path) -> None:
+    """Each partition holds exactly one complete version: the earlier run's, or the
+    interrupted run's for the partitions it finished. Nothing else is in the folder."""
+    folder = tmp_path / "assets" / "slow_prices"
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=n) for n in range(slow_location.DAYS)]
+    assert sorted(folder.iterdir()) == [partition_file(tmp_path, day) for day in days]
+    versions = []
+    for day in days:
+        stored = pl.read_parquet(partition_file(tmp_path, day))
+        version = stored["version"][0]
+        expected = slow_location.prices(version).filter(pl.col("ts").dt.date() == day)
+        assert stored.equals(expected), f"partition {day} is not one whole version"
+        versions.append(version)
+    assert set(versions) == {1, 2}, "the run was interrupted mid-way"
+
+
+def test_sigterm_to_a_backfill_run_cancels_its_tasks_and_leaves_every_file_whole(
+    slow_env, tmp_path
+):
+    events = tmp_path / "events"
+    run = subprocess.Popen(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-f",
+            str(SLOW_LOCATION),
+            "--select",
+            "slow_prices",
+            "--partition-range",
+            "2024-01-01...2024-01-20",
+        ],
+        env=slow_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=reset_signals,
+    )
+    signal_after(events, 4, run.terminate).join()
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "cancelled the Ray tasks of" in output, output[-3000:]
+    assert_no_task_runs_on(events)
+    assert_every_partition_whole(tmp_path)
+    with dg.DagsterInstance.from_config(slow_env["DAGSTER_HOME"]) as instance:
+        (stopped,) = instance.get_runs()
+    assert stopped.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+
+
+def test_terminating_a_run_from_the_ui_cancels_its_tasks_and_leaves_every_file_whole(
+    slow_env, tmp_path
+):
+    from dagster_graphql import DagsterGraphQLClient
+
+    events = tmp_path / "events"
+    with dagster_dev(SLOW_LOCATION, slow_env, tmp_path / "dagster-dev.log") as port:
+        run_id = submit(
+            port,
+            "slow_job",
+            {
+                "dagster/asset_partition_range_start": "2024-01-01",
+                "dagster/asset_partition_range_end": "2024-01-20",
+            },
+        )
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        signal_after(events, 4, lambda: client.terminate_run(run_id)).join()
+        wait_for(lambda: finished(port, run_id), "the terminated run")
+        assert client.get_run_status(run_id) == dg.DagsterRunStatus.CANCELED
+    assert_no_task_runs_on(events)
+    assert_every_partition_whole(tmp_path)
+    with dg.DagsterInstance.from_config(slow_env["DAGSTER_HOME"]) as instance:
+        messages = [record.message for record in instance.all_logs(run_id)]
+    assert any("cancelled the Ray tasks of" in m for m in messages), messages
 
 
 @pytest.mark.usefixtures("ray_cluster")
