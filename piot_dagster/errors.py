@@ -6,7 +6,9 @@ mistake, so ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
-__all__ = ["PeriodExecutionError", "RayNotInitializedError", "UnboundedRangeError"]
+from collections.abc import Sequence
+
+__all__ = ["PeriodExecutionError", "RayNotInitializedError", "UnboundedRangeError", "listing"]
 
 
 class UnboundedRangeError(ValueError):
@@ -28,3 +30,9 @@ class PeriodExecutionError(RuntimeError):
         super().__init__(message)
         self.period = period
         self.periods = periods or (period,)
+
+
+def listing(items: Sequence[str], limit: int = 20) -> str:
+    """``a, b, c and 7 more``: the first ``limit`` items of a list an error message names."""
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

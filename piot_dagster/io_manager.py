@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from piot_dagster.errors import PeriodExecutionError
+from piot_dagster.errors import PeriodExecutionError, listing
 from piot_dagster.parquet_files import ParquetTarget, WrittenFile, file_path
 from piot_dagster.partitions import partition_unit
 from piot_dagster.periods import Period, period_of_window, window_filter
@@ -180,17 +180,14 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         missing = [key for key, path in paths.items() if not path.exists()]
         if missing:
             allowed = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
-            listed = ", ".join(missing[:20]) + (
-                f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-            )
             if not allowed or len(missing) == len(paths):
                 raise FileNotFoundError(
                     f"asset {asset}: {len(missing)} partition(s) are not materialized: "
-                    f"{listed}. Materialize them, or set "
+                    f"{listing(missing)}. Materialize them, or set "
                     f"AssetIn(metadata={{'allow_missing_partitions': True}})"
                 )
             context.log.warning(
-                f"asset {asset}: skipping {len(missing)} missing partition(s): {listed}"
+                f"asset {asset}: skipping {len(missing)} missing partition(s): {listing(missing)}"
             )
             paths = {key: path for key, path in paths.items() if key not in missing}
         return _as_annotated(context.dagster_type.typing_type, paths)
@@ -223,7 +220,7 @@ def _partitions_failed(
     by_label = {period.label: key for key, (period, _) in zip(keys, work, strict=True)}
     failed = [str(by_label.get(label)) for label in exc.periods]
     return PeriodExecutionError(
-        f"asset {asset}: partition(s) {', '.join(failed)} failed and were not written; "
+        f"asset {asset}: partition(s) {listing(failed)} failed and were not written; "
         f"the other {len(keys) - len(failed)} were. Re-run just the failed ones. {exc}",
         period=exc.period,
         periods=exc.periods,
@@ -338,11 +335,11 @@ def _as_annotated(annotation: object, paths: Mapping[str, Path]) -> object:
 
 @contextlib.contextmanager
 def _bridged_logs(log: logging.Logger | Any) -> Iterator[None]:
-    """The engine's per-period log lines, forwarded to the Dagster run's log."""
+    """The engine's log lines (per period, stops), forwarded to the run's log."""
 
     class _Bridge(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            log.info(record.getMessage())
+            log.log(record.levelno, record.getMessage())
 
     handler = _Bridge(level=logging.INFO)
     logger = logging.getLogger("piot_dagster")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ class ParquetTarget:
     date_column: str | None
     # The temporary file's name is fixed when the task is made, not when it runs: a Ray
     # retry overwrites what a killed attempt left, and the driver can remove it once it
-    # gives up on the task (failed, cancelled or interrupted). Concurrent writers of the
+    # gives up on the task (failed or stopped). Concurrent writers of the
     # same partition still use different names.
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -64,15 +64,24 @@ def file_path(base_dir: str | Path, parts: Sequence[str], name: str) -> Path:
     return path
 
 
-def write_atomically(frame: pl.DataFrame, target: ParquetTarget, sql: Sequence[str]) -> WrittenFile:
+def write_atomically(
+    frame: pl.DataFrame,
+    target: ParquetTarget,
+    sql: Sequence[str],
+    *,
+    proceed: Callable[[], bool] = lambda: True,
+) -> WrittenFile | None:
     """Write ``frame`` to ``target.path`` through a temporary file and a rename, so a
-    reader sees the old file or the new one, never a part."""
+    reader sees the old file or the new one, never a part. ``proceed`` is asked once the
+    temporary file is complete; if it says no, the old file stays and None is returned."""
     path = Path(target.path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     temporary = target.temporary
     try:
         frame.write_parquet(temporary, compression="zstd", statistics=True)
         os.chmod(temporary, 0o644)
+        if not proceed():
+            return None
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

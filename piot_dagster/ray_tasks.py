@@ -22,10 +22,11 @@ import polars as pl
 import ray
 import ray.exceptions
 
-from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError
+from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, listing
 from piot_dagster.parquet_files import ParquetTarget, WrittenFile, write_atomically
 from piot_dagster.periods import Period
 from piot_dagster.scan import captured_sql
+from piot_dagster.stop_flag import StopFlag
 from piot_dagster.transport import ReturnAs, decode, encode
 
 __all__ = [
@@ -46,8 +47,8 @@ DEFAULT_REMOTE_OPTIONS: Mapping[str, Any] = {"max_retries": 3, "retry_exceptions
 # Deserialised plans kept per worker process; a collect uses one, the rest are recent ones.
 _PLAN_CACHE_SIZE = 4
 _plans: OrderedDict[str, pl.LazyFrame] = OrderedDict()
-# How long a stopped fan-out waits for its cancelled tasks' workers to be killed.
-_CANCEL_WAIT_S = 10
+# How long a stopped fan-out of writing tasks waits for the ones already running.
+_STOP_WAIT_S = 60
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,12 @@ def _cached_plan(ref: ray.ObjectRef) -> pl.LazyFrame:
 
 
 @ray.remote
-def _run_period(plan_box: list[ray.ObjectRef], task: PeriodTask) -> tuple[Any, float]:
+def _run_period(
+    plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
+) -> tuple[Any, float] | None:
+    """The period's result and seconds, or None if the fan-out was stopped meanwhile."""
+    if stop.is_set():
+        return None
     started = time.perf_counter()
     query = _cached_plan(plan_box[0]).filter(task.where)
     if task.head is not None:
@@ -124,8 +130,8 @@ def _run_period(plan_box: list[ray.ObjectRef], task: PeriodTask) -> tuple[Any, f
     if task.write is not None:
         with captured_sql() as statements:
             frame = query.collect()
-        written = write_atomically(frame, task.write, statements)
-        return written, time.perf_counter() - started
+        written = write_atomically(frame, task.write, statements, proceed=lambda: not stop.is_set())
+        return None if written is None else (written, time.perf_counter() - started)
     return encode(query.collect(), task.return_as), time.perf_counter() - started
 
 
@@ -168,21 +174,21 @@ def run(
 
     A result is yielded as soon as it and all earlier ones are ready. At most
     ``max_concurrency`` tasks are submitted and not yet consumed, which also bounds the
-    results the driver holds. Closing the iterator early submits nothing more; reading
-    tasks already in flight finish and their results are dropped, writing ones are
-    cancelled. A failed task raises :class:`PeriodExecutionError` at once, or, with
-    ``keep_going`` (tasks that write their own files), after every other period has run.
-    Any exit but the end or an early close (a failure, Ctrl-C, SIGTERM, a terminated
-    Dagster run) cancels the tasks in flight and removes their temporary files first.
+    results the driver holds. A failed task raises :class:`PeriodExecutionError` at
+    once, or, with ``keep_going`` (tasks that write their own files), after every other
+    period has run. Any other exit (closed early, a failure, Ctrl-C, SIGTERM, a
+    terminated Dagster run) stops the tasks in flight: those not started skip their work,
+    running ones finish their query and replace no file.
     """
     require_ray()
     remote = _run_period.options(**options)
     plan_box = [plan.ref()]
+    stop = StopFlag()
     queue = iter(work)
     pending: deque[tuple[Period, PeriodTask, ray.ObjectRef]] = deque()
 
     def submit(period: Period, task: PeriodTask) -> None:
-        pending.append((period, task, remote.remote(plan_box, task)))
+        pending.append((period, task, remote.remote(plan_box, task, stop)))
 
     failures: list[tuple[Period, ray.exceptions.RayError]] = []
     try:
@@ -198,7 +204,7 @@ def run(
                 if task.write is not None:
                     # Every attempt has ended; one killed mid-write left its temporary file.
                     task.write.temporary.unlink(missing_ok=True)
-            # Popped only now, so a task whose result an interrupt cut short is cancelled.
+            # Popped only now, so a task whose result an interrupt cut short is stopped too.
             pending.popleft()
             if failures and not keep_going:
                 raise _failure(column, failures) from failures[0][1]
@@ -221,60 +227,64 @@ def run(
                 seconds,
             )
             yield result
-    except GeneratorExit:
-        # The consumer stopped early (a head() met): nothing more is submitted and reading
-        # tasks in flight may finish, which keeps their workers (and cached plans) alive.
-        # Writing tasks are stopped, since their files would outlive the consumer.
-        if any(task.write is not None for _, task, _ in pending):
-            _cancel(pending, column)
-        raise
-    except BaseException:
-        # A failed period, an interrupt (Ctrl-C, SIGTERM, a Dagster run terminated): stop
-        # every task in flight before the caller sees the error.
-        _cancel(pending, column)
+    except BaseException as exc:
+        # Closed early (a head() met), a failed period, or an interrupt (Ctrl-C, SIGTERM, a
+        # Dagster run terminated): the tasks in flight skip or drop their work.
+        _stop(pending, stop, column, expected=isinstance(exc, GeneratorExit))
         raise
     if failures:
         raise _failure(column, failures) from failures[0][1]
 
 
-def _cancel(pending: deque[tuple[Period, PeriodTask, ray.ObjectRef]], column: str) -> None:
-    """Cancel the tasks in flight, wait for them to end, and remove what the writing ones
-    left behind.
-
-    Cancellation is forced (the worker process is killed): in Ray 2.60 a soft cancel
-    racing a task's completion aborts the driver ("Tried to complete task that was not
-    pending", ray-project/ray#54846), and a forced one does not.
-    """
+def _stop(
+    pending: deque[tuple[Period, PeriodTask, ray.ObjectRef]],
+    stop: StopFlag,
+    column: str,
+    *,
+    expected: bool,
+) -> None:
+    """Stop the tasks in flight; wait for the writing ones, so none is killed mid-write
+    when the driver exits, and remove what any of them left behind. Logged as a warning
+    unless ``expected`` (the consumer had enough rows)."""
     if not pending:
         return
+    stop.set()
     refs = [ref for _, _, ref in pending]
-    for ref in refs:
-        ray.cancel(ref, force=True)
-    _, running = ray.wait(refs, num_returns=len(refs), timeout=_CANCEL_WAIT_S)
-    for _, task, _ in pending:
-        if task.write is not None:
-            task.write.temporary.unlink(missing_ok=True)
-    labels = [period.label for period, _, _ in pending]
-    logger.warning(
-        "piot_dagster: cancelled the Ray tasks of %d period(s) of %r: %s%s",
-        len(labels),
+    targets = [task.write for _, task, _ in pending if task.write is not None]
+    logger.log(
+        logging.DEBUG if expected else logging.WARNING,
+        "piot_dagster: stopped the Ray tasks of %d period(s) of %r: %s",
+        len(pending),
         column,
-        ", ".join(labels[:5]),
-        f" and {len(labels) - 5} more" if len(labels) > 5 else "",
+        listing([period.label for period, _, _ in pending], limit=5),
     )
-    if running:
-        logger.warning(
-            "piot_dagster: %d cancelled task(s) of %r had not ended after %d s",
-            len(running),
-            column,
-            _CANCEL_WAIT_S,
-        )
+    try:
+        if targets:
+            _, running = ray.wait(refs, num_returns=len(refs), timeout=_STOP_WAIT_S)
+            if running:
+                logger.warning(
+                    "piot_dagster: %d stopped task(s) of %r still run after %d s; they "
+                    "will not replace any file",
+                    len(running),
+                    column,
+                    _STOP_WAIT_S,
+                )
+    finally:
+        for target in targets:
+            target.temporary.unlink(missing_ok=True)
+        stop.clear_after(refs)
 
 
 def _failure(
     column: str, failures: list[tuple[Period, ray.exceptions.RayError]]
 ) -> PeriodExecutionError:
-    which = "; ".join(f"period {period.label}: {_cause(exc)}" for period, exc in failures)
+    # A database outage fails every later period alike: each cause is told once.
+    by_cause: dict[str, list[str]] = {}
+    for period, exc in failures:
+        by_cause.setdefault(_cause(exc), []).append(period.label)
+    which = "; ".join(
+        f"period {listing(labels, limit=5)}: {cause}" for cause, labels in by_cause.items()
+    )
     return PeriodExecutionError(
         f"the Ray task of {len(failures)} period(s) of {column!r} failed: {which}",
         period=failures[0][0].label,

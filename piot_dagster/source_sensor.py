@@ -48,8 +48,22 @@ def source_change_sensor(
     ...     query="SELECT ts, symbol, price FROM trades", date_column="ts",
     ... )  # doctest: +SKIP
     """
+    if not isinstance(asset, dg.AssetsDefinition):
+        raise TypeError(
+            f"source_change_sensor: asset must be an asset definition (a function decorated "
+            f"with @dg.asset), not {type(asset).__name__}"
+        )
+    if not isinstance(date_column, str) or not date_column:
+        raise TypeError(
+            f"source_change_sensor: date_column must name a column of the query, "
+            f"not {date_column!r}"
+        )
     partitions_def = asset.partitions_def
-    unit = partition_unit(partitions_def)
+    try:
+        unit = partition_unit(partitions_def)
+    except (TypeError, ValueError) as exc:
+        named = f"source_change_sensor: asset {asset.key.to_user_string()}: {exc}"
+        raise type(exc)(named) from None
     source = Connection.parse(connection)
     statement = _daily_fingerprint_sql(
         parse_query(query, source.dialect), date_column, source.dialect

@@ -138,3 +138,52 @@ def test_partitions_far_in_the_past(tmp_path, dtype, key, outcome):
     else:
         with pytest.raises(ValueError, match=r"asset history: partition 1500 .* lies outside"):
             manager.handle_output(context, frame)
+
+
+@dg.asset(partitions_def=time_partitions("daily", "2024-01-01"))
+def daily_asset() -> None: ...
+
+
+@dg.asset
+def unpartitioned_asset() -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("asset", "kwargs", "error", "names"),
+    [
+        ("daily_asset", {}, TypeError, "asset must be an asset definition"),
+        (unpartitioned_asset, {}, TypeError, "asset unpartitioned_asset: partitions must be"),
+        (daily_asset, {"connection": "mysql://h/db"}, ValueError, "unsupported URI scheme"),
+        (daily_asset, {"query": "DROP TABLE t"}, ValueError, "exactly one SELECT"),
+        (daily_asset, {"date_column": 3}, TypeError, "date_column must name a column"),
+        (daily_asset, {"date_column": ""}, TypeError, "date_column must name a column"),
+    ],
+)
+def test_source_change_sensor_refuses_bad_arguments(sqlite_uri, asset, kwargs, error, names):
+    arguments = {"connection": sqlite_uri, "query": "SELECT d FROM t", "date_column": "d"}
+    with pytest.raises(error, match=names):
+        piot_dagster.source_change_sensor(asset, **{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("partitions_def", "error", "names"),
+    [
+        (None, TypeError, "not NoneType"),
+        (dg.StaticPartitionsDefinition(["a"]), TypeError, "not StaticPartitionsDefinition"),
+        (dg.HourlyPartitionsDefinition("2024-01-01-00:00"), ValueError, "not daily, monthly"),
+    ],
+)
+def test_partition_unit_refuses_partitions_that_are_not_calendar_periods(
+    partitions_def, error, names
+):
+    with pytest.raises(error, match=names):
+        piot_dagster.partition_unit(partitions_def)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [{"base_dir": 3}, {"max_concurrency": "many"}, {"remote_options": "x"}, {"date_column": 5}],
+)
+def test_io_manager_fields_are_typed(field):
+    with pytest.raises(Exception, match=next(iter(field))):
+        RayParquetIOManager(ray=RayResource(), **field)
