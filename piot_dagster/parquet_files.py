@@ -21,8 +21,8 @@ class ParquetTarget:
     date_column: str | None
     # The temporary file's name is fixed when the task is made, not when it runs: a Ray
     # retry overwrites what a killed attempt left, and the driver can remove it once it
-    # gives up on the task (failed or stopped). Concurrent writers of the
-    # same partition still use different names.
+    # gives up on the task (failed or stopped). Concurrent writers of the same partition
+    # still use different names.
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property

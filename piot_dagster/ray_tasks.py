@@ -130,7 +130,9 @@ def _run_period(
     if task.write is not None:
         with captured_sql() as statements:
             frame = query.collect()
-        written = write_atomically(frame, task.write, statements, proceed=lambda: not stop.is_set())
+        written = write_atomically(
+            frame, task.write, statements, proceed=lambda: not stop.is_set(fresh=True)
+        )
         return None if written is None else (written, time.perf_counter() - started)
     return encode(query.collect(), task.return_as), time.perf_counter() - started
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -22,6 +23,9 @@ from ray.experimental import internal_kv
 __all__ = ["StopFlag"]
 
 _NAMESPACE = "piot_dagster"
+_TRUST_S = 0.05
+# In each worker process: when a flag was last read as unset.
+_unset_at: dict[bytes, float] = {}
 
 
 class StopFlag:
@@ -30,9 +34,19 @@ class StopFlag:
     def __init__(self) -> None:
         self.key = f"stop:{uuid.uuid4().hex}".encode()
 
-    def is_set(self) -> bool:
-        # ~0.6 ms from a worker: one GCS lookup per task, next to a query of many ms.
-        return bool(internal_kv._internal_kv_exists(self.key, namespace=_NAMESPACE))
+    def is_set(self, *, fresh: bool = False) -> bool:
+        """Whether the fan-out was stopped. A lookup costs ~0.6 ms (15% of a short daily
+        task), so a worker process trusts an "unset" answer for ``_TRUST_S`` unless
+        ``fresh`` is asked; a task may then start up to that late after a stop."""
+        now = time.monotonic()
+        if not fresh and now - _unset_at.get(self.key, -_TRUST_S) < _TRUST_S:
+            return False
+        if internal_kv._internal_kv_exists(self.key, namespace=_NAMESPACE):
+            return True
+        if len(_unset_at) > 64:
+            _unset_at.clear()
+        _unset_at[self.key] = now
+        return False
 
     def set(self) -> None:
         # A Ray Client driver (ray://) has no GCS connection: its tasks then run on.
