@@ -14,11 +14,17 @@ import dagster as dg
 import polars as pl
 
 from piot_dagster.errors import PeriodExecutionError, listing
-from piot_dagster.parquet_files import ParquetTarget, WrittenFile, file_path
+from piot_dagster.parquet_files import ParquetTarget, file_path
 from piot_dagster.partitions import partition_unit
 from piot_dagster.periods import Period, period_of_window, window_filter
 from piot_dagster.ray_resource import RayResource
-from piot_dagster.ray_tasks import PeriodTask, ShippedPlan, check_remote_options, run
+from piot_dagster.ray_tasks import (
+    PeriodResult,
+    PeriodTask,
+    ShippedPlan,
+    check_remote_options,
+    run,
+)
 
 __all__ = ["RayParquetIOManager"]
 
@@ -92,24 +98,40 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             ]
         cluster = self.ray.cluster_address
         started = dt.datetime.now()
-        with _bridged_logs(context.log):
+        key_of = {period.label: key for key, (period, _) in zip(_keys(context), work, strict=True)}
+        results: list[PeriodResult] = []
+        tasks = run(
+            ShippedPlan(obj),
+            work,
+            column=column or asset,
+            schema=schema,
+            options=options,
+            max_concurrency=settings["max_concurrency"],
+            keep_going=True,
+        )
+        # Closed at once whatever ends the loop, even an interrupt landing between two
+        # results, so the tasks in flight are stopped before the run's process exits.
+        with _bridged_logs(context.log), contextlib.closing(tasks):
             try:
-                results = list(
-                    run(
-                        ShippedPlan(obj),
-                        work,
-                        column=column or asset,
-                        schema=schema,
-                        options=options,
-                        max_concurrency=settings["max_concurrency"],
-                        keep_going=True,
+                for result in tasks:
+                    results.append(result)
+            except BaseException as exc:
+                # The partitions written before a failure or an interrupt are recorded as
+                # materialized, so Dagster marks only the others failed. (One finishing
+                # while the run stops holds the new version but stays unrecorded.)
+                for result in results:
+                    context.log_event(
+                        dg.AssetMaterialization(
+                            context.asset_key,
+                            partition=key_of[result.period.label],
+                            metadata=_metadata(result, cluster),
+                        )
                     )
-                )
-            except PeriodExecutionError as exc:
-                raise _partitions_failed(asset, _keys(context), work, exc) from exc
+                if isinstance(exc, PeriodExecutionError):
+                    raise _partitions_failed(asset, key_of, len(work), exc) from exc
+                raise
         per_partition = {
-            key: _metadata(result.written, result.seconds, cluster)  # type: ignore[arg-type]
-            for key, result in zip(_keys(context), results, strict=True)
+            key_of[result.period.label]: _metadata(result, cluster) for result in results
         }
         _record(context, per_partition, started)
 
@@ -211,17 +233,13 @@ def _instance(context: dg.OutputContext | dg.InputContext) -> dg.DagsterInstance
 
 
 def _partitions_failed(
-    asset: str,
-    keys: list[str | None],
-    work: list[tuple[Period, PeriodTask]],
-    exc: PeriodExecutionError,
+    asset: str, key_of: Mapping[str, str | None], partitions: int, exc: PeriodExecutionError
 ) -> PeriodExecutionError:
     """The failure, naming the asset's failed partitions: every other one was written."""
-    by_label = {period.label: key for key, (period, _) in zip(keys, work, strict=True)}
-    failed = [str(by_label.get(label)) for label in exc.periods]
+    failed = [str(key_of.get(label)) for label in exc.periods]
     return PeriodExecutionError(
         f"asset {asset}: partition(s) {listing(failed)} failed and were not written; "
-        f"the other {len(keys) - len(failed)} were. Re-run just the failed ones. {exc}",
+        f"the other {partitions - len(failed)} were. Re-run just the failed ones. {exc}",
         period=exc.period,
         periods=exc.periods,
     )
@@ -257,7 +275,9 @@ def _keys(context: dg.OutputContext) -> list[str | None]:
     return list(context.asset_partition_keys) if context.has_asset_partitions else [None]
 
 
-def _metadata(written: WrittenFile, seconds: float, cluster: str | None) -> dict[str, Any]:
+def _metadata(result: PeriodResult, cluster: str | None) -> dict[str, Any]:
+    written, seconds = result.written, result.seconds
+    assert written is not None, "a writing task returns its file's stats"
     columns = [dg.TableColumn(name, dtype) for name, dtype in written.schema.items()]
     metadata: dict[str, Any] = {
         "dagster/row_count": written.rows,

@@ -247,14 +247,14 @@ def _stop(
 ) -> None:
     """Stop the tasks in flight; wait for the writing ones, so none is killed mid-write
     when the driver exits, and remove what any of them left behind. Logged as a warning
-    unless ``expected`` (the consumer had enough rows)."""
+    unless ``expected``: the consumer had enough rows and nothing was being written."""
     if not pending:
         return
     stop.set()
     refs = [ref for _, _, ref in pending]
     targets = [task.write for _, task, _ in pending if task.write is not None]
     logger.log(
-        logging.DEBUG if expected else logging.WARNING,
+        logging.DEBUG if expected and not targets else logging.WARNING,
         "piot_dagster: stopped the Ray tasks of %d period(s) of %r: %s",
         len(pending),
         column,

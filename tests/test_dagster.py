@@ -679,8 +679,14 @@ def test_one_failing_partition_fails_the_run_and_spares_the_others(trades_uri, t
 
     resources = {"io_manager": io_manager(tmp_path)}
     tags = {RANGE_START: "2024-01-01", RANGE_END: "2024-04-01"}
-    with pytest.raises(piot_dagster.PeriodExecutionError) as info:
-        dg.materialize([fragile], tags=tags, resources=resources)
+    with dg.instance_for_test() as instance:
+        with pytest.raises(piot_dagster.PeriodExecutionError) as info:
+            dg.materialize([fragile], tags=tags, resources=resources, instance=instance)
+        assert instance.get_materialized_partitions(fragile.key) == {
+            "2024-01-01",
+            "2024-03-01",
+            "2024-04-01",
+        }, "Dagster records the written partitions: only the failed one is to re-run"
     message = str(info.value)
     assert "asset fragile: partition(s) 2024-02-01 failed" in message
     assert "2024-02-01 → 2024-03-01" in message

@@ -263,25 +263,28 @@ def partition_file(tmp_path: Path, day: dt.date) -> Path:
     return tmp_path / "assets" / "slow_prices" / f"{day}.parquet"
 
 
-def assert_every_partition_whole(tmp_path: Path) -> None:
-    """Each partition holds exactly one complete version: the earlier run's, or the
-    interrupted run's for the partitions it finished. Nothing else is in the folder."""
+def assert_every_partition_whole(tmp_path: Path) -> list[int]:
+    """Each partition holds exactly one complete version, the earlier run's or a later
+    one's, and nothing else is in the folder; the version of each day, in order."""
     folder = tmp_path / "assets" / "slow_prices"
     days = [dt.date(2024, 1, 1) + dt.timedelta(days=n) for n in range(slow_location.DAYS)]
     assert sorted(folder.iterdir()) == [partition_file(tmp_path, day) for day in days]
-    versions = []
-    for day in days:
-        stored = pl.read_parquet(partition_file(tmp_path, day))
-        version = stored["version"][0]
-        expected = slow_location.prices(version).filter(pl.col("ts").dt.date() == day)
-        assert stored.equals(expected), f"partition {day} is not one whole version"
-        versions.append(version)
-    assert set(versions) == {1, 2}, "the run was interrupted mid-way"
+    return [whole_version(partition_file(tmp_path, day), day) for day in days]
 
 
-def test_sigterm_to_a_backfill_run_stops_its_tasks_and_leaves_every_file_whole(slow_env, tmp_path):
-    events = tmp_path / "events"
-    run = subprocess.Popen(
+def whole_version(path: Path, day: dt.date) -> int:
+    """The one version a partition file holds, read as a reader would (one open handle)."""
+    with open(path, "rb") as handle:
+        stored = pl.read_parquet(handle)
+    version = stored["version"][0]
+    expected = slow_location.prices(version).filter(pl.col("ts").dt.date() == day)
+    assert stored.equals(expected), f"partition {day} is not one whole version"
+    return version
+
+
+def materialize_slow(env: dict[str, str], partitions: str) -> subprocess.Popen:
+    """`dagster asset materialize` of slow_prices over ``partitions`` (``a...b``)."""
+    return subprocess.Popen(
         [
             str(BIN / "dagster"),
             "asset",
@@ -291,24 +294,57 @@ def test_sigterm_to_a_backfill_run_stops_its_tasks_and_leaves_every_file_whole(s
             "--select",
             "slow_prices",
             "--partition-range",
-            "2024-01-01...2024-01-20",
+            partitions,
         ],
-        env=slow_env,
+        env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         preexec_fn=reset_signals,
     )
+
+
+def test_sigterm_to_a_backfill_run_stops_its_tasks_and_leaves_every_file_whole(slow_env, tmp_path):
+    events = tmp_path / "events"
+    run = materialize_slow(slow_env, "2024-01-01...2024-01-20")
     signal_after(events, 4, run.terminate).join()
     output, _ = run.communicate(timeout=120)
     assert run.returncode != 0
     assert "stopped the Ray tasks of" in output, output[-3000:]
     assert_no_task_runs_on(events)
-    assert_every_partition_whole(tmp_path)
+    versions = assert_every_partition_whole(tmp_path)
+    assert set(versions) == {1, 2}, "interrupted mid-way"
     with dg.DagsterInstance.from_config(slow_env["DAGSTER_HOME"]) as instance:
         (stopped,) = instance.get_runs()
+        recorded = instance.get_materialized_partitions(dg.AssetKey("slow_prices"))
     assert stopped.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+    rewritten = {f"2024-01-{n + 1:02d}" for n, version in enumerate(versions) if version == 2}
+    # Dagster records what the run wrote before it stopped (but a partition whose task
+    # finished while the run stopped holds the new version unrecorded).
+    assert recorded
+    assert recorded <= rewritten
+
+
+def test_two_runs_materializing_the_same_partitions_at_once_leave_one_whole_version(
+    slow_env, tmp_path
+):
+    runs = [
+        materialize_slow({**slow_env, "PIOT_TEST_VERSION": str(version)}, "2024-01-01...2024-01-06")
+        for version in (2, 3)
+    ]
+    reads = 0
+    while any(run.poll() is None for run in runs):
+        for path in (tmp_path / "assets" / "slow_prices").glob("*.parquet"):
+            whole_version(path, dt.date.fromisoformat(path.stem))
+            reads += 1
+    for run in runs:
+        output, _ = run.communicate()
+        assert run.returncode == 0, output[-3000:]
+    assert reads > 20
+    versions = assert_every_partition_whole(tmp_path)
+    assert set(versions[:6]) <= {2, 3}, "each of the six holds one run's version"
+    assert set(versions[6:]) == {1}, "partitions outside the runs are untouched"
 
 
 def test_terminating_a_run_from_the_ui_stops_its_tasks_and_leaves_every_file_whole(
@@ -331,7 +367,7 @@ def test_terminating_a_run_from_the_ui_stops_its_tasks_and_leaves_every_file_who
         wait_for(lambda: finished(port, run_id), "the terminated run")
         assert client.get_run_status(run_id) == dg.DagsterRunStatus.CANCELED
     assert_no_task_runs_on(events)
-    assert_every_partition_whole(tmp_path)
+    assert set(assert_every_partition_whole(tmp_path)) == {1, 2}, "interrupted mid-way"
     with dg.DagsterInstance.from_config(slow_env["DAGSTER_HOME"]) as instance:
         messages = [record.message for record in instance.all_logs(run_id)]
     assert any("stopped the Ray tasks of" in m for m in messages), messages
