@@ -140,6 +140,17 @@ def test_partitions_far_in_the_past(tmp_path, dtype, key, outcome):
             manager.handle_output(context, frame)
 
 
+def test_a_run_cannot_ask_for_a_partition_after_now(tmp_path):
+    @dg.asset(partitions_def=time_partitions("daily", "2024-01-01", end="2400-01-01"))
+    def later() -> pl.DataFrame:
+        return pl.DataFrame({"d": [dt.date(2024, 1, 1)]})
+
+    manager = RayParquetIOManager(ray=RayResource(), base_dir=str(tmp_path), date_column="d")
+    with pytest.raises(dg.DagsterUnknownPartitionError, match="2300-01-01"):
+        dg.materialize([later], partition_key="2300-01-01", resources={"io_manager": manager})
+    assert not (tmp_path / "later").exists()
+
+
 @dg.asset(partitions_def=time_partitions("daily", "2024-01-01"))
 def daily_asset() -> None: ...
 
