@@ -18,10 +18,8 @@ import ray
 
 import piot_dagster
 from piot_dagster import time_partitions
-from tests.dagster_server import dagster_dev, finished, submit, wait_for
+from tests.dagster_server import BIN, ROOT, dagster_dev, finished, submit, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 

@@ -376,16 +376,21 @@ def test_terminating_a_run_from_the_ui_stops_its_tasks_and_leaves_every_file_who
 # The database going away ------------------------------------------------------------------
 
 
-def postgres_server(action: str) -> None:
-    """Stops or starts the local PostgreSQL cluster, as an operator restarting it would."""
+def postgres_control() -> Callable[[str], None]:
+    """Stops or starts the local PostgreSQL cluster, as an operator restarting it would.
+    Checked here, in the test's own thread, not in the thread that will stop it."""
     versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     if not versions or shutil.which("pg_ctlcluster") is None:
         message = "stopping PostgreSQL needs the local cluster and pg_ctlcluster"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
-    command = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", action]
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def control(action: str) -> None:
+        command = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", action]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    return control
 
 
 def wait_for_postgres(url: str) -> None:
@@ -410,6 +415,7 @@ def test_postgres_stopping_mid_backfill_fails_clearly_and_writes_nothing_partial
 
     from piot_dagster import PeriodExecutionError, scan_db
 
+    postgres_server = postgres_control()
     table = "piot_outage_" + os.urandom(4).hex()
     with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
         cur.adbc_ingest(table, slow_location.prices(1).to_arrow(), mode="create")
