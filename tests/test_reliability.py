@@ -329,6 +329,9 @@ def test_sigterm_to_a_backfill_run_stops_its_tasks_and_leaves_every_file_whole(s
 def test_two_runs_materializing_the_same_partitions_at_once_leave_one_whole_version(
     slow_env, tmp_path
 ):
+    # The instance's storage is created once, as a deployment's is: two processes creating
+    # it at once race in Dagster's own schema migration.
+    dg.DagsterInstance.from_config(slow_env["DAGSTER_HOME"]).dispose()
     runs = [
         materialize_slow({**slow_env, "PIOT_TEST_VERSION": str(version)}, "2024-01-01...2024-01-06")
         for version in (2, 3)
