@@ -290,32 +290,51 @@ def test_a_dict_input_holds_one_entry_even_when_one_partition_exists(trades_uri,
     assert seen["value"]["2024-01-01"].height == 24
 
 
-def test_a_monthly_downstream_gets_exactly_its_months_daily_partitions(trades_uri, tmp_path):
-    daily = trades_asset(trades_uri, time_partitions("daily", "2024-01-01"))
-    tags = {RANGE_START: "2024-01-30", RANGE_END: "2024-02-02"}
-    assert dg.materialize(
-        [daily], tags=tags, resources={"io_manager": io_manager(tmp_path)}
-    ).success
+def keys_a_coarser_downstream_sees(
+    uri: str,
+    tmp_path: Path,
+    upstream: dg.PartitionsDefinition,
+    upstream_range: tuple[str, str],
+    downstream: dg.PartitionsDefinition,
+    key: str,
+) -> list[str]:
+    """Materializes ``upstream_range`` of a trades asset, then partition ``key`` of a
+    coarser ``downstream`` asset (stored as "downstream") over it; the upstream partition
+    keys the downstream received."""
+    trades = trades_asset(uri, upstream)
+    start, end = upstream_range
+    resources = {"io_manager": io_manager(tmp_path)}
+    tags = {RANGE_START: start, RANGE_END: end}
+    assert dg.materialize([trades], tags=tags, resources=resources).success
     seen = {}
 
     @dg.asset(
-        partitions_def=time_partitions("monthly", "2024-01-01"),
+        partitions_def=downstream,
         metadata={"date_column": "ts"},
         ins={"trades": dg.AssetIn("trades", metadata={"allow_missing_partitions": True})},
     )
-    def monthly(trades: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
+    def downstream(trades: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
         seen["keys"] = list(trades)
         return pl.concat(trades.values())
 
     result = dg.materialize(
-        [daily, monthly],
-        selection=[monthly],
-        partition_key="2024-02-01",
-        resources={"io_manager": io_manager(tmp_path)},
+        [trades, downstream], selection=[downstream], partition_key=key, resources=resources
     )
     assert result.success
-    assert seen["keys"] == ["2024-02-01", "2024-02-02"]
-    assert stored(tmp_path, "2024-02-01", asset="monthly").height == 48
+    return seen["keys"]
+
+
+def test_a_monthly_downstream_gets_exactly_its_months_daily_partitions(trades_uri, tmp_path):
+    keys = keys_a_coarser_downstream_sees(
+        trades_uri,
+        tmp_path,
+        time_partitions("daily", "2024-01-01"),
+        ("2024-01-30", "2024-02-02"),
+        time_partitions("monthly", "2024-01-01"),
+        "2024-02-01",
+    )
+    assert keys == ["2024-02-01", "2024-02-02"]
+    assert stored(tmp_path, "2024-02-01", asset="downstream").height == 48
 
 
 def test_missing_upstream_partitions_are_listed_in_a_clear_error(trades_uri, tmp_path):
@@ -578,28 +597,15 @@ def test_a_non_partitioned_upstream_loads_as_its_one_file(tmp_path):
 
 
 def test_a_yearly_downstream_gets_its_years_monthly_partitions(trades_uri, tmp_path):
-    monthly = trades_asset(trades_uri, time_partitions("monthly", "2023-01-01"))
-    tags = {RANGE_START: "2023-11-01", RANGE_END: "2024-02-01"}
-    assert dg.materialize(
-        [monthly], tags=tags, resources={"io_manager": io_manager(tmp_path)}
-    ).success
-    seen = {}
-
-    @dg.asset(
-        partitions_def=time_partitions("yearly", "2023"),
-        ins={"trades": dg.AssetIn("trades", metadata={"allow_missing_partitions": True})},
-        metadata={"date_column": "ts"},
+    keys = keys_a_coarser_downstream_sees(
+        trades_uri,
+        tmp_path,
+        time_partitions("monthly", "2023-01-01"),
+        ("2023-11-01", "2024-02-01"),
+        time_partitions("yearly", "2023"),
+        "2024",
     )
-    def yearly(trades: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
-        seen["keys"] = list(trades)
-        return pl.concat(trades.values())
-
-    resources = {"io_manager": io_manager(tmp_path)}
-    result = dg.materialize(
-        [monthly, yearly], selection=[yearly], partition_key="2024", resources=resources
-    )
-    assert result.success
-    assert seen["keys"] == ["2024-01-01", "2024-02-01"]
+    assert keys == ["2024-01-01", "2024-02-01"]
 
 
 def test_ray_resource_fields_resolve_from_environment_variables(monkeypatch):
