@@ -5,15 +5,17 @@ Importing the package registers the ``.piot`` LazyFrame namespace.
 
 from __future__ import annotations
 
-from piot_dagster import namespace as _namespace  # noqa: F401  (registers lf.piot)
-from piot_dagster.connection import DatabaseError
+from piot_dagster.dagster import (
+    RayParquetIOManager,
+    RayResource,
+    partition_unit,
+    source_change_sensor,
+    time_partitions,
+)
 from piot_dagster.engine import execute_on_ray
+from piot_dagster.engine import namespace as _namespace  # noqa: F401  (registers lf.piot)
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, UnboundedRangeError
-from piot_dagster.io_manager import RayParquetIOManager
-from piot_dagster.partitions import partition_unit, time_partitions
-from piot_dagster.ray_resource import RayResource
-from piot_dagster.scan import scan_db
-from piot_dagster.source_sensor import source_change_sensor
+from piot_dagster.sql import DatabaseError, scan_db
 
 __all__ = [
     "DatabaseError",

@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 import piot_dagster
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
-from piot_dagster.parquet_files import file_path
+from piot_dagster.storage.parquet_files import file_path
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"

@@ -10,8 +10,8 @@ from polars.io.plugins import register_io_source
 from polars.testing import assert_frame_equal
 
 import piot_dagster
-from piot_dagster.intervals import IntervalSet
-from piot_dagster.ranges import plan_range, predicate_range
+from piot_dagster.engine.intervals import IntervalSet
+from piot_dagster.engine.ranges import plan_range, predicate_range
 from tests.strategies import UNIT_NS, D, bounds, date_dtypes, examples, frames, predicates
 
 SETTINGS = settings(

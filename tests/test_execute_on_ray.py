@@ -24,7 +24,7 @@ import ray
 from polars.testing import assert_frame_equal
 
 import piot_dagster
-from piot_dagster.frames import slices
+from piot_dagster.engine.frames import slices
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from piot_dagster.intervals import IntervalSet
-from piot_dagster.periods import next_period_start, period_start, split_periods
+from piot_dagster.engine.intervals import IntervalSet
+from piot_dagster.engine.periods import next_period_start, period_start, split_periods
 
 
 def days(d: dt.date) -> int:

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from piot_dagster.intervals import IntervalSet
-from piot_dagster.ranges import NS_PER_DAY, plan_range, predicate_range
+from piot_dagster.engine.intervals import IntervalSet
+from piot_dagster.engine.ranges import NS_PER_DAY, plan_range, predicate_range
 
 D = pl.col("date")
 JAN1 = dt.date(2024, 1, 1)

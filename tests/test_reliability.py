@@ -20,7 +20,7 @@ import pytest
 import ray
 
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
-from piot_dagster.parquet_files import ParquetTarget, write_atomically
+from piot_dagster.storage.parquet_files import ParquetTarget, write_atomically
 from tests import slow_location
 from tests.dagster_server import BIN, ROOT, dagster_dev, finished, reset_signals, submit, wait_for
 
@@ -30,7 +30,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     import polars as pl
-    from piot_dagster.parquet_files import ParquetTarget, write_atomically
+    from piot_dagster.storage.parquet_files import ParquetTarget, write_atomically
 
     path, rows = sys.argv[1], int(sys.argv[2])
     frame = pl.DataFrame({"version": [rows] * rows})

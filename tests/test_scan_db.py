@@ -408,7 +408,7 @@ def test_the_password_never_shows_in_errors_logs_repr_or_explain(
     lf.filter(pl.col("qty") > 3).collect()
     with pytest.raises(piot_dagster.DatabaseError) as info:
         piot_dagster.scan_db("SELECT * FROM no_such_table", connection=uri)
-    from piot_dagster.connection import Connection
+    from piot_dagster.sql.connection import Connection
 
     shown = [
         lf.explain(),

@@ -1,6 +1,6 @@
 """The range a date column can take, derived from filters.
 
-Reads the typed IR view (:mod:`piot_dagster.ir`) of a plan's filters or of a pushed
+Reads the typed IR view (:mod:`piot_dagster.engine.plan_reader`) of a plan's filters or of a pushed
 predicate and recognises a small set of shapes. Everything it does not recognise
 contributes *no* bound, so the derived range may be wider than the truth but never
 narrower.
@@ -13,8 +13,8 @@ import math
 
 import polars as pl
 
-from piot_dagster.intervals import IntervalSet
-from piot_dagster.ir import (
+from piot_dagster.engine.intervals import IntervalSet
+from piot_dagster.engine.plan_reader import (
     Binary,
     Call,
     Cast,

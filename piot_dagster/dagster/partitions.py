@@ -6,7 +6,7 @@ import datetime as dt
 
 import dagster as dg
 
-from piot_dagster.periods import TIME_UNITS, TimeUnit
+from piot_dagster.engine.periods import TIME_UNITS, TimeUnit
 
 __all__ = ["partition_unit", "time_partitions"]
 

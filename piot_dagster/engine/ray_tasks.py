@@ -22,12 +22,12 @@ import polars as pl
 import ray
 import ray.exceptions
 
+from piot_dagster.engine.periods import Period
+from piot_dagster.engine.stop_flag import StopFlag
+from piot_dagster.engine.transport import ReturnAs, decode, encode
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, listing
-from piot_dagster.parquet_files import ParquetTarget, WrittenFile, write_atomically
-from piot_dagster.periods import Period
-from piot_dagster.scan import captured_sql
-from piot_dagster.stop_flag import StopFlag
-from piot_dagster.transport import ReturnAs, decode, encode
+from piot_dagster.sql.scan import captured_sql
+from piot_dagster.storage.parquet_files import ParquetTarget, WrittenFile, write_atomically
 
 __all__ = [
     "DEFAULT_REMOTE_OPTIONS",

@@ -7,10 +7,10 @@ import json
 import dagster as dg
 from sqlglot import exp
 
-from piot_dagster.connection import Connection, DatabaseError
-from piot_dagster.partitions import partition_unit
-from piot_dagster.periods import period_start
-from piot_dagster.sql_pushdown import as_subquery, parse_query
+from piot_dagster.dagster.partitions import partition_unit
+from piot_dagster.engine.periods import period_start
+from piot_dagster.sql.connection import Connection, DatabaseError
+from piot_dagster.sql.pushdown import as_subquery, parse_query
 
 __all__ = ["source_change_sensor"]
 

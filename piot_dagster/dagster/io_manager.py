@@ -13,18 +13,18 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from piot_dagster.errors import PeriodExecutionError, listing
-from piot_dagster.parquet_files import ParquetTarget, file_path
-from piot_dagster.partitions import partition_unit
-from piot_dagster.periods import Period, period_of_window, window_filter
-from piot_dagster.ray_resource import RayResource
-from piot_dagster.ray_tasks import (
+from piot_dagster.dagster.partitions import partition_unit
+from piot_dagster.dagster.ray_resource import RayResource
+from piot_dagster.engine.periods import Period, period_of_window, window_filter
+from piot_dagster.engine.ray_tasks import (
     PeriodResult,
     PeriodTask,
     ShippedPlan,
     check_remote_options,
     run,
 )
+from piot_dagster.errors import PeriodExecutionError, listing
+from piot_dagster.storage.parquet_files import ParquetTarget, file_path
 
 __all__ = ["RayParquetIOManager"]
 

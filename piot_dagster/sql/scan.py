@@ -12,11 +12,11 @@ import pyarrow as pa
 from polars.io.plugins import register_io_source
 from sqlglot import exp
 
-from piot_dagster.connection import Connection
-from piot_dagster.db_schema import discover_schema
-from piot_dagster.frames import slices
-from piot_dagster.ir import predicate_expr
-from piot_dagster.sql_pushdown import parse_query, to_sql_filter, wrap_query
+from piot_dagster.engine.frames import slices
+from piot_dagster.engine.plan_reader import predicate_expr
+from piot_dagster.sql.connection import Connection
+from piot_dagster.sql.pushdown import parse_query, to_sql_filter, wrap_query
+from piot_dagster.sql.schema import discover_schema
 
 __all__ = ["captured_sql", "scan_db"]
 

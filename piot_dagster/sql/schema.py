@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 from sqlglot import exp
 
-from piot_dagster.connection import Connection
+from piot_dagster.sql.connection import Connection
 
 __all__ = ["discover_schema", "sqlite_declared_dtype"]
 

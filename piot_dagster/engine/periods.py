@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from piot_dagster.intervals import IntervalSet
-from piot_dagster.ranges import column_unit_ns
+from piot_dagster.engine.intervals import IntervalSet
+from piot_dagster.engine.ranges import column_unit_ns
 
 __all__ = [
     "TIME_UNITS",

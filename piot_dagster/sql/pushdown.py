@@ -23,7 +23,7 @@ import polars as pl
 import sqlglot
 from sqlglot import exp
 
-from piot_dagster.ir import Binary, Call, Column, Expr, Literal
+from piot_dagster.engine.plan_reader import Binary, Call, Column, Expr, Literal
 
 __all__ = ["Pushdown", "as_subquery", "parse_query", "to_sql_filter", "wrap_query"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import polars as pl
 
-from piot_dagster.engine import execute_on_ray
-from piot_dagster.periods import TimeUnit
-from piot_dagster.transport import ReturnAs
+from piot_dagster.engine.execute import execute_on_ray
+from piot_dagster.engine.periods import TimeUnit
+from piot_dagster.engine.transport import ReturnAs
 
 __all__ = ["PiotNamespace"]
 

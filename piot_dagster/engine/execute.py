@@ -9,19 +9,19 @@ import polars as pl
 from polars.io.plugins import register_io_source
 from tqdm.auto import tqdm
 
-from piot_dagster.errors import UnboundedRangeError
-from piot_dagster.frames import slices
-from piot_dagster.intervals import IntervalSet
-from piot_dagster.periods import TIME_UNITS, Period, TimeUnit, split_periods, window_filter
-from piot_dagster.ranges import column_unit_ns, plan_range, predicate_range
-from piot_dagster.ray_tasks import (
+from piot_dagster.engine.frames import slices
+from piot_dagster.engine.intervals import IntervalSet
+from piot_dagster.engine.periods import TIME_UNITS, Period, TimeUnit, split_periods, window_filter
+from piot_dagster.engine.ranges import column_unit_ns, plan_range, predicate_range
+from piot_dagster.engine.ray_tasks import (
     PeriodTask,
     ShippedPlan,
     check_remote_options,
     require_ray,
     run,
 )
-from piot_dagster.transport import RETURN_AS, ReturnAs
+from piot_dagster.engine.transport import RETURN_AS, ReturnAs
+from piot_dagster.errors import UnboundedRangeError
 
 __all__ = ["execute_on_ray"]
 

@@ -2,8 +2,8 @@
 
 Polars shows its optimised plan through ``NodeTraverser`` (private and versioned; the
 view cudf-polars uses). This module turns what it shows into a few frozen dataclasses,
-so range derivation (:mod:`piot_dagster.ranges`) and SQL pushdown
-(:mod:`piot_dagster.sql_pushdown`) read one stable shape. Whatever the view cannot show
+so range derivation (:mod:`piot_dagster.engine.ranges`) and SQL pushdown
+(:mod:`piot_dagster.sql.pushdown`) read one stable shape. Whatever the view cannot show
 (Python UDFs, window functions, unknown nodes) becomes :class:`Opaque`, which every
 consumer treats as "claims nothing".
 

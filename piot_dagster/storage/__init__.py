@@ -1,0 +1,1 @@
+"""Storage: where partition files live and how they are written atomically."""
