@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["PeriodExecutionError", "RayNotInitializedError", "UnboundedRangeError", "listing"]
+__all__ = [
+    "PeriodExecutionError",
+    "RayNotInitializedError",
+    "StorageError",
+    "UnboundedRangeError",
+    "listing",
+]
 
 
 class UnboundedRangeError(ValueError):
@@ -30,6 +36,12 @@ class PeriodExecutionError(RuntimeError):
         super().__init__(message)
         self.period = period
         self.periods = periods or (period,)
+
+
+class StorageError(OSError):
+    """The storage behind ``base_dir`` failed or refused a request: a missing bucket,
+    refused credentials, an unreachable endpoint, files that the Dagster process cannot
+    see. The message names the location and what to fix, never a secret."""
 
 
 def listing(items: Sequence[str], limit: int = 20) -> str:

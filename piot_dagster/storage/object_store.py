@@ -1,0 +1,254 @@
+"""An object store (S3, GCS, Azure) through obstore: one PUT per partition, one GET per
+read, one listing per folder.
+
+A PUT replaces an object atomically, so a partition is never seen half-written and a
+failed task leaves nothing behind. Reads fetch each object whole in a single GET: a
+reader that made several ranged GETs (as Polars' own Parquet reader does) could get rows
+of two versions mixed while another run overwrites the object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import obstore
+import polars as pl
+from obstore.store import ObjectStore, from_url
+
+from piot_dagster.errors import StorageError
+from piot_dagster.storage.base import Listed, Storage, Stored
+from piot_dagster.storage.location import Location, redact
+
+__all__ = ["MAX_OBJECT_BYTES", "ObjectStorage"]
+
+# The largest object one PUT may carry on S3 (GCS and Azure allow more); larger
+# partitions would need a multipart upload, which a killed task could leave half done.
+MAX_OBJECT_BYTES = 5 * 2**30
+# obstore takes the HTTP client's options apart from the store's; Polars takes both in
+# one mapping, optionally with the provider's prefix.
+_CLIENT_OPTIONS = frozenset(
+    {
+        "allow_http",
+        "allow_invalid_certificates",
+        "connect_timeout",
+        "default_content_type",
+        "http1_only",
+        "http2_keep_alive_interval",
+        "http2_keep_alive_timeout",
+        "http2_keep_alive_while_idle",
+        "http2_only",
+        "pool_idle_timeout",
+        "pool_max_idle_per_host",
+        "proxy_url",
+        "proxy_ca_certificate",
+        "proxy_excludes",
+        "randomize_addresses",
+        "read_timeout",
+        "timeout",
+        "user_agent",
+    }
+)
+_PREFIXES = {"s3": "aws_", "gcs": "google_", "azure": "azure_"}
+_ENDPOINT_KEYS = ("endpoint", "endpoint_url", "base_url")
+# Enough retries for a busy server, few enough that an unreachable one fails in seconds.
+_RETRY = {"max_retries": 4, "retry_timeout": dt.timedelta(seconds=30)}
+_stores: dict[tuple[str, tuple[tuple[str, str], ...]], ObjectStore] = {}
+_stores_lock = threading.Lock()
+
+
+class ObjectStorage(Storage):
+    """Objects under ``<scheme>://<bucket>/<prefix>``."""
+
+    @property
+    def store(self) -> ObjectStore:
+        """This process's client for the location, made once and shared by its threads."""
+        location = self.location
+        cache_key = (location.uri, tuple(sorted(location.options.items())))
+        with _stores_lock:
+            store = _stores.get(cache_key)
+            if store is None:
+                store = _stores[cache_key] = _open(location)
+        return store
+
+    def check(self) -> None:
+        _require_credentials(self.location)
+        try:
+            next(iter(obstore.list(self.store, chunk_size=1)), None)
+        except Exception as exc:
+            raise self.error(exc, "list") from None
+
+    def put(
+        self, key: str, data: bytes, *, token: str, proceed: Callable[[], bool]
+    ) -> Stored | None:
+        if len(data) > MAX_OBJECT_BYTES:
+            raise StorageError(
+                f"{self.uri(key)} would be {len(data) / 2**30:.1f} GiB of Parquet, more than "
+                f"one PUT stores atomically ({MAX_OBJECT_BYTES / 2**30:.0f} GiB); use finer "
+                f"partitions"
+            )
+        if not proceed():
+            return None
+        try:
+            result = obstore.put(self.store, key, data, use_multipart=False)
+        except Exception as exc:
+            raise self.error(exc, "write", key) from None
+        return Stored(len(data), result["e_tag"] or "")
+
+    def discard(self, key: str, token: str) -> None:
+        """A single PUT leaves nothing behind when it fails."""
+
+    def get(self, key: str) -> bytes:
+        try:
+            return bytes(obstore.get(self.store, key).bytes())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+        except Exception as exc:
+            raise self.error(exc, "read", key) from None
+
+    def list(self, folders: Sequence[str]) -> dict[str, Listed]:
+        prefix = "/".join(folders)
+        try:
+            batches = list(obstore.list(self.store, prefix=prefix or None))
+        except Exception as exc:
+            raise self.error(exc, "list", prefix) from None
+        listed = {}
+        for batch in batches:
+            for meta in batch:
+                key = meta["path"]
+                name = key[len(prefix) + 1 :] if prefix else key
+                if "/" in name or name.startswith("."):
+                    continue
+                listed[key] = Listed(key, Stored(meta["size"], meta["e_tag"] or ""))
+        return listed
+
+    def delete(self, key: str) -> None:
+        try:
+            obstore.delete(self.store, key)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise self.error(exc, "delete", key) from None
+
+    def read_schema(self, key: str) -> pl.Schema:
+        # Polars reads only the footer, with its own cloud IO.
+        try:
+            return pl.scan_parquet(
+                self.uri(key), storage_options=dict(self.location.options)
+            ).collect_schema()
+        except Exception as exc:
+            raise self.error(exc, "read", key) from None
+
+    def error(self, exc: Exception, doing: str, key: str = "") -> StorageError:
+        """``exc`` as a :class:`StorageError` that says what to fix, names the bucket and
+        never a secret (nothing is chained: the original text may carry one)."""
+        location = self.location
+        text = str(exc)
+        code = re.search(r"<Code>(\w+)</Code>", text)
+        where = f"{location.uri}/{key}".rstrip("/")
+        bucket = f"{'container' if location.provider == 'azure' else 'bucket'} {location.bucket!r}"
+        endpoint = _endpoint(location)
+        if code and code.group(1) in ("NoSuchBucket", "ContainerNotFound"):
+            message = (
+                f"the {bucket} does not exist{f' at {endpoint}' if endpoint else ''}; create "
+                f"it, or fix base_dir"
+            )
+        elif code and code.group(1) in (
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "AuthenticationFailed",
+            "AuthorizationFailure",
+            "InvalidAuthenticationInfo",
+        ):
+            message = (
+                f"access to the {bucket} was refused ({code.group(1)}) when trying to "
+                f"{doing} {where}: check the credentials in storage_options"
+            )
+        elif re.search(r"error sending request|[Cc]onnection refused|dns error|timed out", text):
+            message = (
+                f"cannot reach {endpoint or location.provider} to {doing} {where}: check the "
+                f"endpoint in storage_options and that the server is up"
+            )
+        else:
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            message = f"cannot {doing} {where}: {first}"
+        return StorageError(redact(message, location.options))
+
+
+def _open(location: Location) -> ObjectStore:
+    config, client = _split_options(location)
+    uri = f"{location.scheme}://{location.bucket}/{location.prefix}"
+    try:
+        return from_url(uri, config=config or None, client_options=client, retry_config=_RETRY)  # type: ignore[arg-type]
+    except Exception as exc:
+        text = redact(str(exc).strip().splitlines()[0], location.options)
+        unknown = re.search(r"Configuration key: '([^']+)'", text)
+        if unknown:
+            raise ValueError(
+                f"storage_options key {unknown.group(1)!r} is not an option for "
+                f"{location.scheme}:// (Polars' cloud IO takes object_store's keys, such as "
+                f"{_EXAMPLE_KEYS[location.provider]})"
+            ) from None
+        raise ValueError(f"storage_options for {location.uri}: {text}") from None
+
+
+_EXAMPLE_KEYS = {
+    "s3": "aws_access_key_id, aws_secret_access_key, aws_region, aws_endpoint_url",
+    "gcs": "google_service_account, google_service_account_key",
+    "azure": "azure_storage_account_name, azure_storage_account_key, azure_storage_endpoint",
+    "local": "",
+}
+
+
+def _split_options(location: Location) -> tuple[dict[str, str], dict[str, Any]]:
+    """The store's options and the HTTP client's, as obstore takes them."""
+    prefix = _PREFIXES[location.provider]
+    config: dict[str, str] = {}
+    client: dict[str, Any] = {}
+    for key, value in location.options.items():
+        bare = key.lower().removeprefix(prefix)
+        if bare in _CLIENT_OPTIONS:
+            client[bare] = value
+        else:
+            config[key] = value
+    # Polars talks plain HTTP to an http:// endpoint (a local test server); so do we.
+    if "allow_http" not in client and (_endpoint(location) or "").startswith("http://"):
+        client["allow_http"] = True
+    return config, client
+
+
+def _endpoint(location: Location) -> str | None:
+    for key, value in location.options.items():
+        if (
+            key.lower().removeprefix(_PREFIXES[location.provider]).removeprefix("storage_")
+            in _ENDPOINT_KEYS
+        ):
+            return value
+    return None
+
+
+def _require_credentials(location: Location) -> None:
+    """An S3-compatible server of one's own (an endpoint is set) takes keys: without them
+    the client would ask the cloud's instance metadata service, which it is not."""
+    if location.provider != "s3" or _endpoint(location) is None:
+        return
+    names = {k.lower().removeprefix("aws_") for k in location.options}
+    if names & {"access_key_id", "skip_signature"} or _env_has_credentials(os.environ):
+        return
+    raise StorageError(
+        f"storage_options for {location.uri} set an endpoint but no credentials: add "
+        f"aws_access_key_id and aws_secret_access_key (for example through dg.EnvVar), or "
+        f"aws_skip_signature='true' for a public bucket"
+    )
+
+
+def _env_has_credentials(env: Mapping[str, str]) -> bool:
+    return any(
+        env.get(name)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_PROFILE")
+    )

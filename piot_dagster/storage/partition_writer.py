@@ -1,0 +1,79 @@
+"""A partition's write: its frame as Parquet, put atomically where the partition lives."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from piot_dagster.storage import parquet
+from piot_dagster.storage.base import Storage, Stored
+
+__all__ = ["PartitionWriter", "WrittenFile"]
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """What a task wrote, reported back to the Dagster process."""
+
+    uri: str
+    key: str
+    rows: int
+    bytes: int
+    schema: dict[str, str]
+    date_min: object
+    date_max: object
+    sql: tuple[str, ...]
+    stored: Stored
+
+
+@dataclass(frozen=True)
+class PartitionWriter:
+    """Writes one partition to ``key`` of ``storage`` and reports ``date_column``'s range.
+
+    The token is fixed when the writer is made, not when it runs: a Ray retry overwrites
+    what a killed attempt left, and the Dagster process can remove it once it gives up on
+    the task (failed or stopped). Concurrent writers of one partition use different
+    tokens.
+    """
+
+    storage: Storage
+    key: str
+    date_column: str | None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def uri(self) -> str:
+        return self.storage.uri(self.key)
+
+    def write(
+        self,
+        frame: pl.DataFrame,
+        sql: Sequence[str] = (),
+        *,
+        proceed: Callable[[], bool] = lambda: True,
+    ) -> WrittenFile | None:
+        """Store ``frame`` once ``proceed()`` says yes; None, and the old version kept, if
+        it said no."""
+        data = parquet.encode(frame)
+        stored = self.storage.put(self.key, data, token=self.token, proceed=proceed)
+        if stored is None:
+            return None
+        column = self.date_column
+        return WrittenFile(
+            uri=self.uri,
+            key=self.key,
+            rows=frame.height,
+            bytes=len(data),
+            schema={name: str(dtype) for name, dtype in frame.schema.items()},
+            date_min=frame[column].min() if column else None,
+            date_max=frame[column].max() if column else None,
+            sql=tuple(sql),
+            stored=stored,
+        )
+
+    def discard(self) -> None:
+        """Remove whatever an unfinished write left behind."""
+        self.storage.discard(self.key, self.token)
