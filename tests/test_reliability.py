@@ -20,7 +20,7 @@ import pytest
 import ray
 
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
-from piot_dagster.storage.parquet_files import ParquetTarget, write_atomically
+from piot_dagster.storage import PartitionWriter, open_storage
 from tests import slow_location
 from tests.dagster_server import BIN, ROOT, dagster_dev, finished, reset_signals, submit, wait_for
 
@@ -30,12 +30,12 @@ WRITER = textwrap.dedent(
     """
     import sys
     import polars as pl
-    from piot_dagster.storage.parquet_files import ParquetTarget, write_atomically
+    from piot_dagster.storage import PartitionWriter, open_storage
 
-    path, rows = sys.argv[1], int(sys.argv[2])
+    base_dir, key, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
     frame = pl.DataFrame({"version": [rows] * rows})
     for _ in range(40):
-        write_atomically(frame, ParquetTarget(path, None), [])
+        PartitionWriter(open_storage(base_dir), key, None).write(frame)
     """
 )
 
@@ -43,7 +43,9 @@ WRITER = textwrap.dedent(
 def test_concurrent_writers_of_one_partition_never_expose_a_partial_file(tmp_path):
     path = tmp_path / "asset" / "2024-01-01.parquet"
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(rows)])
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), "asset/2024-01-01.parquet", str(rows)]
+        )
         for rows in (50_000, 70_000)
     ]
     reads = 0
@@ -248,7 +250,8 @@ def slow_env(tmp_path: Path, ray_cluster: None) -> dict[str, str]:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     earlier = slow_location.prices(1)
     for (day,), rows in earlier.group_by(pl.col("ts").dt.date()):
-        write_atomically(rows, ParquetTarget(str(partition_file(tmp_path, day)), "ts"), [])
+        key = f"slow_prices/{day}.parquet"
+        PartitionWriter(open_storage(tmp_path / "assets"), key, "ts").write(rows)
     return {
         **os.environ,
         "PIOT_ASSET_DIR": str(tmp_path / "assets"),
@@ -310,7 +313,7 @@ def test_sigterm_to_a_backfill_run_stops_its_tasks_and_leaves_every_file_whole(s
     run = materialize_slow(slow_env, "2024-01-01...2024-01-20")
     signal_after(events, 4, run.terminate).join()
     output, _ = run.communicate(timeout=120)
-    assert run.returncode != 0
+    assert run.returncode != 0, output[:8000]
     assert "stopped the Ray tasks of" in output, output[-3000:]
     assert_no_task_runs_on(events)
     versions = assert_every_partition_whole(tmp_path)

@@ -65,11 +65,8 @@ def source(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 def pushed_sql(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage().split("scan_db runs ", 1)[1]
-        for r in caplog.records
-        if "scan_db runs " in r.getMessage()
-    ]
+    """The statements scan_db sent: it logs each to `piot_dagster.sql` at DEBUG."""
+    return [r.getMessage() for r in caplog.records if r.name == "piot_dagster.sql"]
 
 
 # 1. The call --------------------------------------------------------------------------

@@ -1,30 +1,26 @@
 """``RayParquetIOManager``: each time partition of an asset is one Ray task that filters
-the asset's frame to its window and writes its own Parquet file."""
+the asset's frame to its window and writes its own Parquet file, to a local or shared
+folder or to an object store."""
 
 import contextlib
 import datetime as dt
 import logging
-import os
-import typing
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from piot_dagster.dagster.partitions import partition_unit
 from piot_dagster.dagster.ray_resource import RayResource
+from piot_dagster.dagster.reading import Part, load
+from piot_dagster.dagster.settings import Settings, resolve
+from piot_dagster.dagster.visibility import unseen
 from piot_dagster.engine.periods import Period, period_of_window, window_filter
-from piot_dagster.engine.ray_tasks import (
-    PeriodResult,
-    PeriodTask,
-    ShippedPlan,
-    check_remote_options,
-    run,
-)
-from piot_dagster.errors import PeriodExecutionError, listing
-from piot_dagster.storage.parquet_files import ParquetTarget, file_path
+from piot_dagster.engine.ray_tasks import PeriodResult, PeriodTask, ShippedPlan, run
+from piot_dagster.errors import PeriodExecutionError, StorageError, listing
+from piot_dagster.storage import PartitionWriter, Storage, open_storage
 
 __all__ = ["RayParquetIOManager"]
 
@@ -37,25 +33,58 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
     """Stores time-partitioned Polars assets as one Parquet file per partition, each
     written by its own Ray task: ``<base_dir>/<asset key path>/<partition key>.parquet``.
 
-    An asset returns a LazyFrame (typically :func:`piot_dagster.scan_db`) or a DataFrame.
-    For every partition of the run (one, or a whole single-run backfill) a Ray task
-    filters the frame to the partition's half-open time window, collects it and writes the
-    file through a temporary file and a rename; the driver never holds the data. Assets
-    override ``date_column``, ``max_concurrency`` and ``remote_options`` through their
-    definition metadata.
+    ``base_dir`` is a local or shared folder, or an object-store URI (``s3://``,
+    ``gs://``, ``az://``, ``abfs://``) with ``storage_options`` as Polars' cloud IO takes
+    them (each may be a ``dg.EnvVar``). An asset returns a LazyFrame (typically
+    :func:`piot_dagster.scan_db`) or a DataFrame. For every partition of the run (one, or
+    a whole single-run backfill) a Ray task filters the frame to the partition's
+    half-open time window, collects it and stores the file atomically: a temporary file
+    and a rename on a filesystem, one PUT on an object store. The driver never holds the
+    data; it checks that it sees every file written, so a worker writing to a disk of its
+    own fails the run instead of losing partitions. Assets override ``base_dir``,
+    ``storage_options``, ``date_column``, ``max_concurrency`` and ``remote_options``
+    through their definition metadata.
 
     A downstream asset receives the upstream partitions of its window in chronological
     order: as one lazy scan (``pl.LazyFrame``), one frame (``pl.DataFrame`` or no
     annotation) or one entry per partition (``dict[str, pl.DataFrame | pl.LazyFrame]``).
     Missing partitions are an error unless the input's metadata sets
     ``allow_missing_partitions=True``.
+
+    Examples
+    --------
+    >>> RayParquetIOManager(
+    ...     ray=RayResource(address="ray://head:10001"),
+    ...     base_dir="s3://lake/assets",
+    ...     storage_options={
+    ...         "aws_access_key_id": dg.EnvVar("AWS_ACCESS_KEY_ID"),
+    ...         "aws_secret_access_key": dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+    ...         "aws_region": "eu-west-1",
+    ...     },
+    ... )  # doctest: +SKIP
     """
 
     ray: dg.ResourceDependency[RayResource]
-    base_dir: str | None = None
+    base_dir: str | None = Field(
+        default=None,
+        description="A folder every Ray node mounts, or s3://, gs://, az:// or abfs:// "
+        "(default: the Dagster instance's storage folder).",
+    )
+    storage_options: dict[str, str] | None = Field(
+        default=None,
+        repr=False,
+        description="Options of Polars' cloud IO for an object-store base_dir, such as "
+        "aws_region or aws_endpoint_url; give secrets as dg.EnvVar.",
+    )
     date_column: str | None = None
     max_concurrency: int = 100
     remote_options: dict[str, Any] | None = None
+    infeasible_timeout_s: float = Field(
+        default=60.0,
+        description="How long tasks may wait for a node offering the resources they ask "
+        "for when no alive node does (a lost node, an autoscaler adding one) before the "
+        "run fails.",
+    )
 
     # -- writing ----------------------------------------------------------------------
 
@@ -68,34 +97,20 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 f"asset {asset} returned {type(obj).__name__}; RayParquetIOManager stores "
                 f"a polars LazyFrame or DataFrame"
             )
-        settings = {**self.model_dump(exclude={"ray"}), **_settings(context.definition_metadata)}
-        try:
-            options = check_remote_options(settings["remote_options"])
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"asset {asset}: {exc}") from None
-        limit = settings["max_concurrency"]
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(
-                f"asset {asset}: max_concurrency must be an int of at least 1, not {limit!r}"
-            )
-        base = self._base_dir(context)
-        _check_writable(base, asset)
+        settings = self._settings(context.definition_metadata, asset)
+        with _naming(asset):
+            storage = self._storage(context, settings)
+            storage.check()
         schema = obj.collect_schema()
-        column = settings["date_column"]
+        column = settings.date_column
         if context.has_asset_partitions:
-            work = self._partition_work(context, asset, schema, column, base)
+            work = self._partition_work(context, asset, schema, column, storage)
         else:
-            target = ParquetTarget(
-                str(_asset_file(base, context.asset_key)), column if column in schema else None
-            )
-            work = [
-                (
-                    _ALL_TIME,
-                    PeriodTask(
-                        pl.lit(True), head=None, columns=None, return_as="arrow", write=target
-                    ),
-                )
-            ]
+            *folders, name = context.asset_key.path
+            with _naming(asset):
+                key = storage.key(folders, name)
+            writer = PartitionWriter(storage, key, column if column in schema else None)
+            work = [(_ALL_TIME, _writing_task(pl.lit(True), writer))]
         cluster = self.ray.cluster_address
         started = dt.datetime.now()
         key_of = {period.label: key for key, (period, _) in zip(_keys(context), work, strict=True)}
@@ -105,9 +120,10 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             work,
             column=column or asset,
             schema=schema,
-            options=options,
-            max_concurrency=settings["max_concurrency"],
+            options=settings.remote_options,
+            max_concurrency=settings.max_concurrency,
             keep_going=True,
+            infeasible_timeout_s=self.infeasible_timeout_s,
         )
         # Closed at once whatever ends the loop, even an interrupt landing between two
         # results, so the tasks in flight are stopped before the run's process exits.
@@ -116,20 +132,19 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 for result in tasks:
                     results.append(result)
             except BaseException as exc:
-                # The partitions written before a failure or an interrupt are recorded as
-                # materialized, so Dagster marks only the others failed. (One finishing
-                # while the run stops holds the new version but stays unrecorded.)
-                for result in results:
-                    context.log_event(
-                        dg.AssetMaterialization(
-                            context.asset_key,
-                            partition=key_of[result.period.label],
-                            metadata=_metadata(result, cluster),
-                        )
-                    )
+                # The partitions written (and seen) before a failure or an interrupt are
+                # recorded as materialized, so Dagster marks only the others failed. (One
+                # finishing while the run stops holds the new version but stays unrecorded.)
+                _log_landed(context, _seen(storage, results), key_of, cluster)
                 if isinstance(exc, PeriodExecutionError):
                     raise _partitions_failed(asset, key_of, len(work), exc) from exc
                 raise
+        with _naming(asset):
+            lost = {id(r) for r in unseen(storage, results)}
+        if lost:
+            seen = [r for r in results if id(r) not in lost]
+            _log_landed(context, seen, key_of, cluster)
+            raise _not_visible(asset, storage, [r for r in results if id(r) in lost], key_of)
         per_partition = {
             key_of[result.period.label]: _metadata(result, cluster) for result in results
         }
@@ -141,7 +156,7 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         asset: str,
         schema: pl.Schema,
         column: str | None,
-        base: Path,
+        storage: Storage,
     ) -> list[tuple[Period, PeriodTask]]:
         partitions_def = context.asset_partitions_def
         try:
@@ -170,57 +185,78 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                     f"{dtype} column can hold; use a coarser time unit for date_column "
                     f"{column!r}, or partitions within its range"
                 )
-            target = ParquetTarget(str(file_path(base, context.asset_key.path, key)), column)
-            work.append(
-                (
-                    period,
-                    PeriodTask(
-                        window_filter(column, dtype, period),
-                        head=None,
-                        columns=None,
-                        return_as="arrow",
-                        write=target,
-                    ),
-                )
-            )
+            with _naming(asset):
+                writer = PartitionWriter(storage, storage.key(context.asset_key.path, key), column)
+            work.append((period, _writing_task(window_filter(column, dtype, period), writer)))
         return work
 
     # -- reading ----------------------------------------------------------------------
 
     def load_input(self, context: dg.InputContext) -> object:
         asset = context.asset_key.to_user_string()
-        base = self._base_dir(context)
-        if context.has_asset_partitions:
-            partitions_def = context.asset_partitions_def
-            keys = sorted(
-                context.asset_partition_keys,
-                key=lambda k: partitions_def.time_window_for_partition_key(k).start,  # type: ignore[union-attr]
-            )
-            paths = {key: file_path(base, context.asset_key.path, key) for key in keys}
-        else:
-            paths = {asset: _asset_file(base, context.asset_key)}
-        missing = [key for key, path in paths.items() if not path.exists()]
+        upstream = context.upstream_output
+        settings = self._settings(upstream.definition_metadata if upstream else None, asset)
+        with _naming(asset):
+            storage = self._storage(context, settings)
+            if context.has_asset_partitions:
+                partitions_def = context.asset_partitions_def
+                windows = {
+                    key: partitions_def.time_window_for_partition_key(key)  # type: ignore[union-attr]
+                    for key in context.asset_partition_keys
+                }
+                folders = context.asset_key.path
+                parts = [
+                    Part(key, storage.key(folders, key), (w.start, w.end))
+                    for key, w in sorted(windows.items(), key=lambda item: item[1].start)
+                ]
+            else:
+                *folders, name = context.asset_key.path
+                parts = [Part(asset, storage.key(folders, name))]
+            present = storage.list(folders)
+        missing = [part.name for part in parts if part.key not in present]
         if missing:
             allowed = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
-            if not allowed or len(missing) == len(paths):
+            if not allowed or len(missing) == len(parts):
                 raise FileNotFoundError(
                     f"asset {asset}: {len(missing)} partition(s) are not materialized: "
-                    f"{listing(missing)}. Materialize them, or set "
-                    f"AssetIn(metadata={{'allow_missing_partitions': True}})"
+                    f"{listing(missing)} (looked in {storage.location.uri}). Materialize them, "
+                    f"or set AssetIn(metadata={{'allow_missing_partitions': True}})"
                 )
             context.log.warning(
                 f"asset {asset}: skipping {len(missing)} missing partition(s): {listing(missing)}"
             )
-            paths = {key: path for key, path in paths.items() if key not in missing}
-        return _as_annotated(context.dagster_type.typing_type, paths)
+            parts = [part for part in parts if part.name not in missing]
+        with _naming(asset):
+            return load(storage, parts, context.dagster_type.typing_type, settings.date_column)
 
-    def _base_dir(self, context: dg.OutputContext | dg.InputContext) -> Path:
-        if self.base_dir is not None:
-            return Path(self.base_dir)
-        instance = _instance(context)
-        if instance is None:
-            raise ValueError("RayParquetIOManager needs base_dir when there is no Dagster instance")
-        return Path(instance.storage_directory())
+    # -- settings ---------------------------------------------------------------------
+
+    def _settings(self, metadata: Mapping[str, Any] | None, asset: str) -> Settings:
+        return resolve(self.model_dump(exclude={"ray"}), metadata, asset)
+
+    def _storage(self, context: dg.OutputContext | dg.InputContext, settings: Settings) -> Storage:
+        base_dir = settings.base_dir
+        if base_dir is None:
+            instance = _instance(context)
+            if instance is None:
+                raise ValueError(
+                    "RayParquetIOManager needs base_dir when there is no Dagster instance"
+                )
+            base_dir = instance.storage_directory()
+        return open_storage(base_dir, settings.storage_options)
+
+
+def _writing_task(where: pl.Expr, writer: PartitionWriter) -> PeriodTask:
+    return PeriodTask(where, head=None, columns=None, return_as="arrow", write=writer)
+
+
+@contextlib.contextmanager
+def _naming(asset: str) -> Iterator[None]:
+    """Errors about settings or storage, prefixed with the asset they concern."""
+    try:
+        yield
+    except (TypeError, ValueError, StorageError) as exc:
+        raise type(exc)(f"asset {asset}: {exc}") from None
 
 
 def _instance(context: dg.OutputContext | dg.InputContext) -> dg.DagsterInstance | None:
@@ -230,6 +266,49 @@ def _instance(context: dg.OutputContext | dg.InputContext) -> dg.DagsterInstance
     with contextlib.suppress(Exception):
         return context.step_context.instance  # type: ignore[union-attr]
     return None
+
+
+def _seen(storage: Storage, results: list[PeriodResult]) -> list[PeriodResult]:
+    """The results whose files this process sees; none if that cannot be checked now."""
+    try:
+        lost = {id(r) for r in unseen(storage, results)}
+    except Exception:
+        return []
+    return [r for r in results if id(r) not in lost]
+
+
+def _log_landed(
+    context: dg.OutputContext,
+    results: list[PeriodResult],
+    key_of: Mapping[str, str | None],
+    cluster: str | None,
+) -> None:
+    for result in results:
+        context.log_event(
+            dg.AssetMaterialization(
+                context.asset_key,
+                partition=key_of[result.period.label],
+                metadata=_metadata(result, cluster),
+            )
+        )
+
+
+def _not_visible(
+    asset: str, storage: Storage, lost: list[PeriodResult], key_of: Mapping[str, str | None]
+) -> StorageError:
+    by_node: dict[str, list[str]] = {}
+    for result in lost:
+        by_node.setdefault(str(result.node), []).append(str(key_of[result.period.label]))
+    which = "; ".join(
+        f"on Ray node {node}: {listing(keys, limit=10)}" for node, keys in by_node.items()
+    )
+    return StorageError(
+        f"asset {asset}: {len(lost)} partition(s) were written where this Dagster process "
+        f"cannot see them under base_dir {storage.location.uri} ({which}); each node wrote "
+        f"to a disk of its own. Use an object store (base_dir='s3://bucket/prefix' with "
+        f"storage_options) or a folder that every Ray node mounts at the same path, and run "
+        f"them again"
+    )
 
 
 def _partitions_failed(
@@ -245,32 +324,6 @@ def _partitions_failed(
     )
 
 
-def _check_writable(base: Path, asset: str) -> None:
-    try:
-        base.mkdir(parents=True, exist_ok=True, mode=0o755)
-    except OSError as exc:
-        raise PermissionError(f"asset {asset}: cannot create base_dir {base}: {exc}") from None
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"asset {asset}: base_dir {base} is not writable; choose another base_dir"
-        )
-
-
-def _settings(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The asset's own overrides of the IO manager's settings."""
-    keys = ("date_column", "max_concurrency", "remote_options")
-    return {k: _raw(v) for k, v in (metadata or {}).items() if k in keys}
-
-
-def _raw(value: object) -> object:
-    return getattr(value, "value", value)
-
-
-def _asset_file(base: Path, asset_key: dg.AssetKey) -> Path:
-    *folders, name = asset_key.path
-    return file_path(base, folders, name)
-
-
 def _keys(context: dg.OutputContext) -> list[str | None]:
     return list(context.asset_partition_keys) if context.has_asset_partitions else [None]
 
@@ -282,9 +335,10 @@ def _metadata(result: PeriodResult, cluster: str | None) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "dagster/row_count": written.rows,
         "dagster/column_schema": dg.TableSchema(columns=columns),
-        "path": dg.MetadataValue.path(written.path),
+        "path": dg.MetadataValue.path(written.uri),
         "size_bytes": written.bytes,
         "task_seconds": dg.MetadataValue.float(round(seconds, 4)),
+        "ray_node": str(result.node),
         "ray_cluster": cluster or "",
     }
     if written.date_min is not None:
@@ -326,31 +380,6 @@ def _record(
                 ),
             }
         )
-
-
-def _as_annotated(annotation: object, paths: Mapping[str, Path]) -> object:
-    """The files as the downstream asset's annotation asks: a lazy scan, a frame, or one
-    entry per partition; schema drift between partitions is reconciled by column name.
-
-    Eager reads go through one open handle per file, so a run replacing a partition
-    meanwhile is seen either before or after, never mixed. A lazy scan opens the files
-    when it is collected.
-    """
-
-    def read(path: Path) -> pl.DataFrame:
-        with open(path, "rb") as handle:
-            return pl.read_parquet(handle)
-
-    def combine(frames: list[Any]) -> Any:
-        return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
-
-    if typing.get_origin(annotation) in (dict, Mapping):
-        value = typing.get_args(annotation)[1] if typing.get_args(annotation) else pl.DataFrame
-        load = pl.scan_parquet if value is pl.LazyFrame else read
-        return {key: load(path) for key, path in paths.items()}
-    if annotation is pl.LazyFrame:
-        return combine([pl.scan_parquet(path) for path in paths.values()])
-    return combine([read(path) for path in paths.values()])
 
 
 @contextlib.contextmanager

@@ -13,27 +13,29 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 import ray
 import ray.exceptions
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from piot_dagster.engine.interrupts import POLL_S, Interrupts, deferred_interrupts
 from piot_dagster.engine.periods import Period
+from piot_dagster.engine.statements import recorded_statements
 from piot_dagster.engine.stop_flag import StopFlag
 from piot_dagster.engine.transport import ReturnAs, decode, encode
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, listing
-from piot_dagster.sql.scan import captured_sql
-from piot_dagster.storage.parquet_files import ParquetTarget, WrittenFile, write_atomically
 
 __all__ = [
     "DEFAULT_REMOTE_OPTIONS",
     "PeriodResult",
     "PeriodTask",
     "ShippedPlan",
+    "Writer",
     "check_remote_options",
     "require_ray",
     "run",
@@ -49,6 +51,19 @@ _PLAN_CACHE_SIZE = 4
 _plans: OrderedDict[str, pl.LazyFrame] = OrderedDict()
 # How long a stopped fan-out of writing tasks waits for the ones already running.
 _STOP_WAIT_S = 60
+# How often the driver, waiting for a task, checks that some alive node can run it.
+_FEASIBLE_CHECK_S = 2.0
+
+
+class Writer(Protocol):
+    """Where a writing task stores its period's frame (the storage layer's
+    ``PartitionWriter``); what ``write`` returns travels back to the driver."""
+
+    def write(
+        self, frame: pl.DataFrame, sql: Sequence[str], *, proceed: Callable[[], bool]
+    ) -> Any | None: ...
+
+    def discard(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,17 +75,29 @@ class PeriodTask:
     head: int | None
     columns: list[str] | None
     return_as: ReturnAs
-    write: ParquetTarget | None = None
+    write: Writer | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """The Ray node a task ran on."""
+
+    id: str
+    ip: str
+
+    def __str__(self) -> str:
+        return f"{self.id[:12]} ({self.ip})"
 
 
 @dataclass(frozen=True)
 class PeriodResult:
-    """A finished period: its frame, or the stats of the file it wrote."""
+    """A finished period: its frame, or what its writer reported, and where it ran."""
 
     period: Period
     frame: pl.DataFrame | None
-    written: WrittenFile | None
+    written: Any | None
     seconds: float
+    node: Node
 
     @property
     def rows(self) -> int:
@@ -117,24 +144,23 @@ def _cached_plan(ref: ray.ObjectRef) -> pl.LazyFrame:
 @ray.remote
 def _run_period(
     plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
-) -> tuple[Any, float] | None:
-    """The period's result and seconds, or None if the fan-out was stopped meanwhile."""
+) -> tuple[Any, float, Node] | None:
+    """The period's result, seconds and node, or None if the fan-out was stopped."""
     if stop.is_set():
         return None
     started = time.perf_counter()
+    node = Node(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
     query = _cached_plan(plan_box[0]).filter(task.where)
     if task.head is not None:
         query = query.head(task.head)
     if task.columns is not None:
         query = query.select(task.columns)
     if task.write is not None:
-        with captured_sql() as statements:
+        with recorded_statements() as statements:
             frame = query.collect()
-        written = write_atomically(
-            frame, task.write, statements, proceed=lambda: not stop.is_set(fresh=True)
-        )
-        return None if written is None else (written, time.perf_counter() - started)
-    return encode(query.collect(), task.return_as), time.perf_counter() - started
+        written = task.write.write(frame, statements, proceed=lambda: not stop.is_set(fresh=True))
+        return None if written is None else (written, time.perf_counter() - started, node)
+    return encode(query.collect(), task.return_as), time.perf_counter() - started, node
 
 
 def require_ray() -> None:
@@ -171,6 +197,7 @@ def run(
     options: Mapping[str, Any],
     max_concurrency: int,
     keep_going: bool = False,
+    infeasible_timeout_s: float = 60.0,
 ) -> Iterator[PeriodResult]:
     """Run every period's task, yielding its result in period order, each logged.
 
@@ -181,6 +208,10 @@ def run(
     period has run. Any other exit (closed early, a failure, Ctrl-C, SIGTERM, a
     terminated Dagster run) stops the tasks in flight: those not started skip their work,
     running ones finish their query and replace no file.
+
+    Tasks that no alive node can run (they ask for a resource that only a lost node
+    offered) would wait in Ray forever: after ``infeasible_timeout_s`` without such a
+    node, every period not yet done fails.
     """
     require_ray()
     remote = _run_period.options(**options)
@@ -192,48 +223,63 @@ def run(
     def submit(period: Period, task: PeriodTask) -> None:
         pending.append((period, task, remote.remote(plan_box, task, stop)))
 
-    failures: list[tuple[Period, ray.exceptions.RayError]] = []
-    try:
-        for item in islice(queue, max_concurrency):
-            submit(*item)
-        while pending:
-            period, task, ref = pending[0]
-            try:
-                payload, seconds = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                payload = None
-                failures.append((period, exc))
-                if task.write is not None:
-                    # Every attempt has ended; one killed mid-write left its temporary file.
-                    task.write.temporary.unlink(missing_ok=True)
-            # Popped only now, so a task whose result an interrupt cut short is stopped too.
-            pending.popleft()
-            if failures and not keep_going:
-                raise _failure(column, failures) from failures[0][1]
-            # The next task goes in only once this one is done: max_concurrency in flight.
-            following = next(queue, None)
-            if following is not None:
-                submit(*following)
-            if payload is None:
-                continue
-            result = (
-                PeriodResult(period, None, payload, seconds)
-                if task.write is not None
-                else PeriodResult(period, decode(payload, task.return_as, schema), None, seconds)
-            )
-            logger.info(
-                "piot_dagster: period %s of %r: %d rows in %.3f s",
-                period.label,
+    feasibility = _Feasibility(options, column, infeasible_timeout_s)
+    failures: list[tuple[Period, BaseException]] = []
+    with deferred_interrupts() as interrupts:
+        try:
+            for item in islice(queue, max_concurrency):
+                submit(*item)
+            while pending:
+                period, task, ref = pending[0]
+                try:
+                    payload, seconds, node = _result(ref, feasibility, interrupts)
+                except ray.exceptions.RayError as exc:
+                    payload = None
+                    failures.append((period, exc))
+                    if task.write is not None:
+                        # Every attempt has ended; one killed mid-write left what it wrote.
+                        task.write.discard()
+                except Unschedulable as exc:
+                    stranded = [p for p, _, _ in pending] + [p for p, _ in queue]
+                    failures.extend((p, exc) for p in stranded)
+                    raise _failure(column, failures) from None
+                # Popped only now, so a task whose result an interrupt cut short is stopped too.
+                pending.popleft()
+                if failures and not keep_going:
+                    raise _failure(column, failures) from failures[0][1]
+                # The next task goes in only once this one is done: max_concurrency in flight.
+                following = next(queue, None)
+                if following is not None:
+                    submit(*following)
+                if payload is None:
+                    continue
+                result = (
+                    PeriodResult(period, None, payload, seconds, node)
+                    if task.write is not None
+                    else PeriodResult(
+                        period, decode(payload, task.return_as, schema), None, seconds, node
+                    )
+                )
+                logger.info(
+                    "piot_dagster: period %s of %r: %d rows in %.3f s",
+                    period.label,
+                    column,
+                    result.rows,
+                    seconds,
+                )
+                yield result
+        except BaseException as exc:
+            # Closed early (a head() met), a failed period, or an interrupt (Ctrl-C, SIGTERM, a
+            # Dagster run terminated): the tasks in flight skip or drop their work. Tasks that
+            # no node can run are not waited for.
+            _stop(
+                pending,
+                stop,
                 column,
-                result.rows,
-                seconds,
+                expected=isinstance(exc, GeneratorExit),
+                wait=not feasibility.stranded,
             )
-            yield result
-    except BaseException as exc:
-        # Closed early (a head() met), a failed period, or an interrupt (Ctrl-C, SIGTERM, a
-        # Dagster run terminated): the tasks in flight skip or drop their work.
-        _stop(pending, stop, column, expected=isinstance(exc, GeneratorExit))
-        raise
+            raise
     if failures:
         raise _failure(column, failures) from failures[0][1]
 
@@ -244,6 +290,7 @@ def _stop(
     column: str,
     *,
     expected: bool,
+    wait: bool = True,
 ) -> None:
     """Stop the tasks in flight; wait for the writing ones, so none is killed mid-write
     when the driver exits, and remove what any of them left behind. Logged as a warning
@@ -261,7 +308,7 @@ def _stop(
         listing([period.label for period, _, _ in pending], limit=5),
     )
     try:
-        if targets:
+        if targets and wait:
             _, running = ray.wait(refs, num_returns=len(refs), timeout=_STOP_WAIT_S)
             if running:
                 logger.warning(
@@ -273,13 +320,11 @@ def _stop(
                 )
     finally:
         for target in targets:
-            target.temporary.unlink(missing_ok=True)
+            target.discard()
         stop.clear_after(refs)
 
 
-def _failure(
-    column: str, failures: list[tuple[Period, ray.exceptions.RayError]]
-) -> PeriodExecutionError:
+def _failure(column: str, failures: list[tuple[Period, BaseException]]) -> PeriodExecutionError:
     # A database outage fails every later period alike: each cause is told once.
     by_cause: dict[str, list[str]] = {}
     for period, exc in failures:
@@ -299,3 +344,89 @@ def _cause(exc: BaseException) -> str:
     if isinstance(cause, BaseException):
         return f"{type(cause).__name__}: {cause}"
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+class Unschedulable(Exception):
+    """No alive node offers what the fan-out's tasks ask for, for too long."""
+
+
+def _result(
+    ref: ray.ObjectRef, feasibility: _Feasibility, interrupts: Interrupts
+) -> tuple[Any, float, Node]:
+    """The task's result, raising meanwhile an interrupt, and watching that some alive
+    node can run the task."""
+    while True:
+        interrupts.check()
+        try:
+            return ray.get(ref, timeout=POLL_S)
+        except ray.exceptions.GetTimeoutError:
+            feasibility.check()
+
+
+class _Feasibility:
+    """Whether some alive node offers the resources a fan-out's tasks ask for.
+
+    Ray keeps a task that no node can run pending until one joins (an autoscaler may add
+    it); when a node that offered a custom resource dies, its tasks' retries wait like
+    that forever. This waits ``timeout_s`` for such a node, then gives up.
+    """
+
+    def __init__(self, options: Mapping[str, Any], column: str, timeout_s: float) -> None:
+        self.demand = _demand(options)
+        self.column = column
+        self.timeout_s = timeout_s
+        self.since: float | None = None
+        self.checked = time.monotonic()
+
+    @property
+    def stranded(self) -> bool:
+        return self.since is not None
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.demand is None or now - self.checked < _FEASIBLE_CHECK_S:
+            return
+        self.checked = now
+        if _some_node_offers(self.demand):
+            self.since = None
+            return
+        if self.since is None:
+            self.since = now
+            logger.warning(
+                "piot_dagster: no alive Ray node offers %s, which the tasks of %r ask for; "
+                "waiting %.0f s for one to join",
+                self.demand,
+                self.column,
+                self.timeout_s,
+            )
+        if now - self.since >= self.timeout_s:
+            raise Unschedulable(
+                f"no alive Ray node offers {self.demand}, which its task asks for (a node "
+                f"that did may have died); none joined within {self.timeout_s:.0f} s. Start "
+                f"a node with those resources, or change remote_options, and run it again"
+            )
+
+
+def _demand(options: Mapping[str, Any]) -> dict[str, float] | None:
+    """The resources one task needs from a single node, or None when a placement group
+    decides (its bundles were reserved already)."""
+    strategy = options.get("scheduling_strategy")
+    if strategy is not None and not (
+        isinstance(strategy, NodeAffinitySchedulingStrategy) or strategy in ("DEFAULT", "SPREAD")
+    ):
+        return None
+    wanted = {
+        "CPU": options.get("num_cpus", 1),
+        "GPU": options.get("num_gpus"),
+        "memory": options.get("memory"),
+        **(options.get("resources") or {}),
+    }
+    return {name: float(amount) for name, amount in wanted.items() if amount}
+
+
+def _some_node_offers(demand: Mapping[str, float]) -> bool:
+    return any(
+        node["Alive"]
+        and all(node["Resources"].get(name, 0.0) >= amount for name, amount in demand.items())
+        for node in ray.nodes()
+    )

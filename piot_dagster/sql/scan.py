@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -14,15 +12,12 @@ from sqlglot import exp
 
 from piot_dagster.engine.frames import slices
 from piot_dagster.engine.plan_reader import predicate_expr
+from piot_dagster.engine.statements import STATEMENT_LOGGER
 from piot_dagster.sql.connection import Connection
 from piot_dagster.sql.pushdown import parse_query, to_sql_filter, wrap_query
 from piot_dagster.sql.schema import discover_schema
 
-__all__ = ["captured_sql", "scan_db"]
-
-logger = logging.getLogger("piot_dagster")
-# Every statement scan_db sends is logged at DEBUG with this prefix; captured_sql reads it.
-_SQL_PREFIX = "piot_dagster: scan_db runs "
+__all__ = ["scan_db"]
 
 
 def scan_db(
@@ -122,7 +117,8 @@ class _SqlSource:
         batch_size: int | None,
     ) -> Iterator[pl.DataFrame]:
         sql = self.sql(with_columns, predicate, n_rows)
-        logger.debug("%s%s", _SQL_PREFIX, sql)
+        # Recorded in a partition's metadata by the engine's writing tasks.
+        STATEMENT_LOGGER.debug("%s", sql)
         wanted = pl.Schema({c: self.schema[c] for c in self.columns(with_columns)})
         for batch in self.batches(sql):
             frame = _conform(pl.from_arrow(_without_extensions(batch)), wanted)  # type: ignore[arg-type]
@@ -186,25 +182,3 @@ def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
         else:
             casts.append(column.cast(dtype))
     return frame.with_columns(casts) if casts else frame
-
-
-@contextlib.contextmanager
-def captured_sql() -> Iterator[list[str]]:
-    """The SQL statements scan_db runs inside the block, in this process."""
-    statements: list[str] = []
-
-    class _Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            message = record.getMessage()
-            if message.startswith(_SQL_PREFIX):
-                statements.append(message[len(_SQL_PREFIX) :])
-
-    handler = _Capture(level=logging.DEBUG)
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield statements
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)

@@ -1,0 +1,197 @@
+"""Stored partitions as a downstream asset's annotation asks: one lazy scan, one frame,
+or one entry per partition.
+
+Every file or object is read whole in one request (:meth:`Storage.get`) and decoded in
+memory, so a run replacing a partition meanwhile is seen before or after, never mixed.
+The lazy scan is a Polars IO source: a filter on the date column skips, before any
+request, the partitions whose time window it excludes (a partition holds only rows of
+its window); inside each file, Polars decodes only the columns and row groups the query
+needs.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from piot_dagster.engine.frames import slices
+from piot_dagster.engine.intervals import IntervalSet
+from piot_dagster.engine.periods import period_of_window
+from piot_dagster.engine.ranges import column_unit_ns, predicate_range
+from piot_dagster.storage import Storage, parquet
+
+__all__ = ["Part", "load"]
+
+# Objects fetched ahead of the one being decoded: requests overlap, memory stays bounded.
+_FETCH_AHEAD = 8
+
+
+@dataclass(frozen=True)
+class Part:
+    """One stored partition: its name for the downstream (the partition key), its key in
+    storage, and its time window (tz-aware bounds) when it has one."""
+
+    name: str
+    key: str
+    window: tuple[Any, Any] | None = None
+
+
+def load(
+    storage: Storage, parts: Sequence[Part], annotation: object, date_column: str | None
+) -> object:
+    """``parts`` (in order) as ``annotation`` asks: ``pl.LazyFrame``, ``pl.DataFrame`` (or
+    none), or ``dict[str, pl.DataFrame | pl.LazyFrame]``. Schemas that drifted between
+    partitions are aligned by column name."""
+    if typing.get_origin(annotation) in (dict, Mapping):
+        args = typing.get_args(annotation)
+        if args and args[1] is pl.LazyFrame:
+            schema = _planned_schema(storage, parts)
+            return {p.name: scan(storage, [p], date_column, schema) for p in parts}
+        return {p.name: frame for p, frame in zip(parts, _frames(storage, parts), strict=True)}
+    if annotation is pl.LazyFrame:
+        return scan(storage, parts, date_column)
+    frames = list(_frames(storage, parts))
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def scan(
+    storage: Storage,
+    parts: Sequence[Part],
+    date_column: str | None,
+    schema: pl.Schema | None = None,
+) -> pl.LazyFrame:
+    """One lazy scan over ``parts``.
+
+    Its schema comes from the footers of the first and last partitions, aligned as
+    ``pl.concat(how="diagonal_relaxed")`` would, without reading the others; a partition
+    in between with a column neither has is an error at collect.
+    """
+    schema = schema or _planned_schema(storage, parts)
+    dtype = schema.get(date_column) if date_column else None
+    temporal = dtype is not None and (dtype == pl.Date or isinstance(dtype, pl.Datetime))
+    source = _PartitionSource(
+        storage,
+        [(p, _window_ns(p, dtype) if temporal else None) for p in parts],  # type: ignore[arg-type]
+        schema,
+        date_column if temporal else None,
+    )
+    return register_io_source(
+        source,
+        schema=schema,
+        explain_name="piot.partitions",
+        explain_detail=f"{len(parts)} partition(s) under {storage.location.uri}",
+    )
+
+
+def _planned_schema(storage: Storage, parts: Sequence[Part]) -> pl.Schema:
+    ends = [parts[0], parts[-1]] if len(parts) > 1 else list(parts)
+    empties = [pl.LazyFrame(schema=storage.read_schema(p.key)) for p in ends]
+    return pl.concat(empties, how="diagonal_relaxed").collect_schema()
+
+
+def _window_ns(part: Part, dtype: pl.DataType) -> tuple[int, int] | None:
+    """The partition's window as nanoseconds on the axis :func:`predicate_range` uses."""
+    if part.window is None:
+        return None
+    period = period_of_window(*part.window, dtype)
+    unit = column_unit_ns(dtype)
+    return period.start * unit, period.end * unit
+
+
+def _fetched(storage: Storage, parts: Sequence[Part]) -> Iterator[tuple[Part, bytes]]:
+    """Each part's bytes, in order, with up to ``_FETCH_AHEAD`` requests in flight."""
+    if not parts:
+        return
+    with ThreadPoolExecutor(min(_FETCH_AHEAD, len(parts)), "piot-read") as pool:
+        ahead: list[tuple[Part, Future[bytes]]] = []
+        queue = iter(parts)
+        try:
+            for part in queue:
+                ahead.append((part, pool.submit(storage.get, part.key)))
+                if len(ahead) >= _FETCH_AHEAD:
+                    first, future = ahead.pop(0)
+                    yield first, future.result()
+            for part, future in ahead:
+                yield part, future.result()
+        finally:
+            for _, future in ahead:
+                future.cancel()
+
+
+def _frames(storage: Storage, parts: Sequence[Part]) -> Iterator[pl.DataFrame]:
+    for _, data in _fetched(storage, parts):
+        yield parquet.decode(data).collect()
+
+
+class _PartitionSource:
+    """The Polars IO source behind :func:`scan`; picklable (the storage is)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        parts: list[tuple[Part, tuple[int, int] | None]],
+        schema: pl.Schema,
+        date_column: str | None,
+    ) -> None:
+        self.storage = storage
+        self.parts = parts
+        self.schema = schema
+        self.date_column = date_column
+
+    def __call__(
+        self,
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        parts = [part for part, _ in self.parts]
+        # Polars asks for the first n_rows *before* the predicate: then the predicate may
+        # not choose which partitions are read.
+        if predicate is not None and n_rows is None and self.date_column is not None:
+            values = predicate_range(predicate, self.schema, self.date_column)
+            parts = [
+                part
+                for part, ns in self.parts
+                if ns is None or values.intersect(IntervalSet.of([ns])).pieces
+            ]
+        remaining = n_rows
+        for part, data in _fetched(self.storage, parts):
+            if remaining == 0:
+                return
+            lf = self._conformed(parquet.decode(data), part)
+            if remaining is None:
+                if predicate is not None:
+                    lf = lf.filter(predicate)
+                frame = (
+                    lf.select(with_columns).collect() if with_columns is not None else lf.collect()
+                )
+            else:
+                frame = lf.head(remaining).collect()
+                remaining -= frame.height
+                if predicate is not None:
+                    frame = frame.filter(predicate)
+                if with_columns is not None:
+                    frame = frame.select(with_columns)
+            yield from slices(frame, batch_size)
+
+    def _conformed(self, lf: pl.LazyFrame, part: Part) -> pl.LazyFrame:
+        """``lf`` with exactly the scan's schema: missing columns as nulls, dtypes cast."""
+        have = lf.collect_schema()
+        extra = [name for name in have if name not in self.schema]
+        if extra:
+            raise ValueError(
+                f"partition {part.name} ({self.storage.uri(part.key)}) has column(s) {extra} "
+                f"that the first and last partitions, which gave the scan its schema, lack; "
+                f"load it as pl.DataFrame, which aligns every partition"
+            )
+        return lf.select(
+            pl.col(name).cast(dtype) if name in have else pl.lit(None, dtype).alias(name)
+            for name, dtype in self.schema.items()
+        )

@@ -1,0 +1,88 @@
+"""An asset's settings: the IO manager's fields, overridden by the asset's metadata.
+
+Metadata values may be ``dg.EnvVar``, read when the run uses them. Storage options that
+may be secret must be: a literal value in an asset's metadata would show in the UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from piot_dagster.engine.ray_tasks import check_remote_options
+from piot_dagster.storage import is_secret
+
+__all__ = ["OVERRIDABLE", "Settings", "resolve"]
+
+OVERRIDABLE = ("base_dir", "storage_options", "date_column", "max_concurrency", "remote_options")
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_dir: str | None
+    storage_options: dict[str, str] | None
+    date_column: str | None
+    max_concurrency: int
+    remote_options: dict[str, Any]
+
+
+def resolve(fields: Mapping[str, Any], metadata: Mapping[str, Any] | None, asset: str) -> Settings:
+    """The IO manager's ``fields`` overridden by ``metadata``, checked; errors name
+    ``asset`` and the setting."""
+    overrides = {k: _value(v) for k, v in (metadata or {}).items() if k in OVERRIDABLE}
+    merged = {**{k: fields.get(k) for k in OVERRIDABLE}, **overrides}
+    try:
+        options = check_remote_options(merged["remote_options"])
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"asset {asset}: {exc}") from None
+    limit = merged["max_concurrency"]
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(
+            f"asset {asset}: max_concurrency must be an int of at least 1, not {limit!r}"
+        )
+    storage_options = merged["storage_options"]
+    if "storage_options" in overrides and isinstance(storage_options, Mapping):
+        storage_options = _from_metadata(storage_options, asset)
+    return Settings(
+        base_dir=_env(merged["base_dir"], "base_dir", asset),
+        storage_options=storage_options,
+        date_column=merged["date_column"],
+        max_concurrency=limit,
+        remote_options=options,
+    )
+
+
+def _value(value: object) -> object:
+    """A metadata entry's plain value (Dagster wraps some in MetadataValue)."""
+    return getattr(value, "value", value) if not isinstance(value, dg.EnvVar) else value
+
+
+def _env(value: object, name: str, asset: str) -> Any:
+    if not isinstance(value, dg.EnvVar):
+        return value
+    resolved = value.get_value()
+    if resolved is None:
+        raise ValueError(
+            f"asset {asset}: {name} reads the environment variable {value.env_var_name!r}, "
+            f"which is not set in this process"
+        )
+    return resolved
+
+
+def _from_metadata(options: Mapping[Any, Any], asset: str) -> dict[Any, Any]:
+    """Storage options given in an asset's metadata, each EnvVar read; a literal value of
+    an option that may be secret is refused."""
+    resolved = {}
+    for key, value in options.items():
+        literal = isinstance(value, str) and not isinstance(value, dg.EnvVar)
+        if literal and isinstance(key, str) and is_secret(key):
+            raise ValueError(
+                f"asset {asset}: storage_options[{key!r}] is written literally in the "
+                f"asset's metadata, which the Dagster UI shows; pass it as "
+                f"dg.EnvVar('NAME') instead"
+            )
+        resolved[key] = _env(value, f"storage_options[{key!r}]", asset)
+    return resolved
