@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -11,6 +12,7 @@ import ray
 from hypothesis import settings
 
 import tests
+from tests.dagster_server import load_definitions
 
 # Ray warns about token authentication on every start; tests don't need to see it.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -41,6 +43,28 @@ def ray_cluster(_ray_session: None) -> None:
     start_ray()
 
 
+@pytest.fixture(scope="session")
+def trades_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example database, built once by the code location's own first-use builder."""
+    return load_definitions().ensure_trades_db(tmp_path_factory.mktemp("demo") / "trades.db")
+
+
+@pytest.fixture
+def location_env(trades_db: Path, tmp_path: Path, ray_cluster: None) -> dict[str, str]:
+    """Environment for a process loading definitions.py: the prebuilt database, a fresh
+    Dagster home and asset folder, and the running Ray cluster."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {
+        **os.environ,
+        "PIOT_TRADES_DB": str(trades_db),
+        "PIOT_ASSET_DIR": str(tmp_path / "assets"),
+        "DAGSTER_HOME": str(home),
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+    }
+
+
 POSTGRES_URL = os.environ.get("PIOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -58,3 +82,34 @@ def postgres_url() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's standalone S3 server on 127.0.0.1, for the whole session."""
+    from tests.servers import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service on 127.0.0.1, for the whole session."""
+    from tests.servers import azurite
+
+    with azurite(tmp_path_factory.mktemp("azurite")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=["s3", "azure"])
+def object_store(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
+    """A ``base_dir`` in a fresh bucket (S3 on moto) or container (Azure on Azurite), and
+    its storage options."""
+    from tests import servers
+
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        return f"s3://{servers.new_bucket(endpoint)}/lake", servers.s3_options(endpoint)
+    endpoint = request.getfixturevalue("azurite_endpoint")
+    return f"az://{servers.new_container(endpoint)}/lake", servers.azure_options(endpoint)

@@ -1,6 +1,8 @@
-"""`dagster dev` as a user starts it, for the tests that drive the UI's GraphQL API."""
+"""The code location and Dagster's processes as a user starts them: definitions.py loaded
+in process, the `dagster` CLI, and `dagster dev` for the tests that drive GraphQL."""
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -29,20 +31,38 @@ def reset_signals() -> None:
 
 
 @contextlib.contextmanager
-def dagster_dev(location: Path, env: dict[str, str], log_path: Path) -> Iterator[int]:
-    """`dagster dev -f <location>` on a free port, stopped with SIGINT as Ctrl-C would."""
-    port = free_port()
-    log = open(log_path, "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-f", str(location), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=reset_signals,
-    )
+def dagster_process(
+    command: list[str], env: dict[str, str], log_path: Path
+) -> Iterator[subprocess.Popen]:
+    """A long-running Dagster command (`dagster dev`, `dagster-daemon run`) in a session of
+    its own, logging to ``log_path``; stopped with SIGINT as Ctrl-C would (then SIGKILL)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=reset_signals,
+        )
     try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def dagster_dev(location: Path, env: dict[str, str], log_path: Path) -> Iterator[int]:
+    """`dagster dev -f <location>` on a free port, once it listens."""
+    port = free_port()
+    command = [str(BIN / "dagster"), "dev", "-f", str(location), "-h", "127.0.0.1", "-p", str(port)]
+    with dagster_process(command, env, log_path) as proc:
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -53,13 +73,6 @@ def dagster_dev(location: Path, env: dict[str, str], log_path: Path) -> Iterator
                     raise AssertionError(log_path.read_text()[-3000:]) from None
                 time.sleep(0.5)
         yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def submit(port: int, job: str, tags: dict[str, str]) -> str:
@@ -93,3 +106,29 @@ def finished(port: int, run_id: str) -> bool:
         dg.DagsterRunStatus.FAILURE,
         dg.DagsterRunStatus.CANCELED,
     )
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: int = 300
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    return proc
+
+
+def materialize_cli(env: dict[str, str], asset: str, *partitions: str) -> None:
+    """`dagster asset materialize -f definitions.py --select <asset> <partitions...>`."""
+    dagster = str(BIN / "dagster")
+    run_cli(
+        [dagster, "asset", "materialize", "-f", "definitions.py", "--select", asset, *partitions],
+        env,
+    )
+
+
+def load_definitions() -> object:
+    spec = importlib.util.spec_from_file_location("piot_definitions", ROOT / "definitions.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module

@@ -2,7 +2,6 @@
 CLI, served by `dagster dev` and driven through GraphQL; and the refresh sensor."""
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import sqlite3
@@ -14,61 +13,22 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-import ray
 
 import piot_dagster
 from piot_dagster import time_partitions
-from tests.dagster_server import BIN, ROOT, dagster_dev, finished, submit, wait_for
+from tests.dagster_server import (
+    BIN,
+    ROOT,
+    dagster_dev,
+    finished,
+    load_definitions,
+    materialize_cli,
+    run_cli,
+    submit,
+    wait_for,
+)
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-
-
-def load_definitions() -> object:
-    spec = importlib.util.spec_from_file_location("piot_definitions", ROOT / "definitions.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-@pytest.fixture(scope="module")
-def trades_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example database, built once by the code location's own first-use builder."""
-    return load_definitions().ensure_trades_db(tmp_path_factory.mktemp("demo") / "trades.db")
-
-
-@pytest.fixture
-def location_env(trades_db: Path, tmp_path: Path, ray_cluster: None) -> dict[str, str]:
-    """Environment for a process loading definitions.py: the prebuilt database, a fresh
-    Dagster home and asset folder, and the running Ray cluster."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return {
-        **os.environ,
-        "PIOT_TRADES_DB": str(trades_db),
-        "PIOT_ASSET_DIR": str(tmp_path / "assets"),
-        "DAGSTER_HOME": str(home),
-        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-    }
-
-
-def run_cli(
-    args: list[str], env: dict[str, str], timeout: int = 300
-) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
-    return proc
-
-
-def materialize_cli(env: dict[str, str], asset: str, *partitions: str) -> None:
-    """`dagster asset materialize -f definitions.py --select <asset> <partitions...>`."""
-    dagster = str(BIN / "dagster")
-    run_cli(
-        [dagster, "asset", "materialize", "-f", "definitions.py", "--select", asset, *partitions],
-        env,
-    )
 
 
 def test_the_dagster_cli_validates_the_code_location(location_env):

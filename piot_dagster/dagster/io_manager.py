@@ -3,6 +3,7 @@ the asset's frame to its window and writes its own Parquet file, to a local or s
 folder or to an object store."""
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator, Mapping
@@ -213,6 +214,12 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 *folders, name = context.asset_key.path
                 parts = [Part(asset, storage.key(folders, name))]
             present = storage.list(folders)
+        parts = [
+            dataclasses.replace(part, size=present[part.key].stored.size)
+            if part.key in present
+            else part
+            for part in parts
+        ]
         missing = [part.name for part in parts if part.key not in present]
         if missing:
             allowed = bool((context.definition_metadata or {}).get("allow_missing_partitions"))

@@ -11,6 +11,7 @@ needs.
 
 from __future__ import annotations
 
+import logging
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +27,9 @@ from piot_dagster.engine.periods import period_of_window
 from piot_dagster.engine.ranges import column_unit_ns, predicate_range
 from piot_dagster.storage import Storage, parquet
 
-__all__ = ["Part", "load"]
+__all__ = ["Part", "load", "scan"]
+
+logger = logging.getLogger("piot_dagster")
 
 # Objects fetched ahead of the one being decoded: requests overlap, memory stays bounded.
 _FETCH_AHEAD = 8
@@ -35,11 +38,12 @@ _FETCH_AHEAD = 8
 @dataclass(frozen=True)
 class Part:
     """One stored partition: its name for the downstream (the partition key), its key in
-    storage, and its time window (tz-aware bounds) when it has one."""
+    storage, its time window (tz-aware bounds) when it has one, and its size if listed."""
 
     name: str
     key: str
     window: tuple[Any, Any] | None = None
+    size: int = 0
 
 
 def load(
@@ -161,6 +165,14 @@ class _PartitionSource:
                 for part, ns in self.parts
                 if ns is None or values.intersect(IntervalSet.of([ns])).pieces
             ]
+        logger.debug(
+            "piot_dagster: read %d of %d partition(s) (%d of %d bytes) under %s",
+            len(parts),
+            len(self.parts),
+            sum(part.size for part in parts),
+            sum(part.size for part, _ in self.parts),
+            self.storage.location.uri,
+        )
         remaining = n_rows
         for part, data in _fetched(self.storage, parts):
             if remaining == 0:

@@ -113,18 +113,15 @@ class ObjectStorage(Storage):
     def list(self, folders: Sequence[str]) -> dict[str, Listed]:
         prefix = "/".join(folders)
         try:
-            batches = list(obstore.list(self.store, prefix=prefix or None))
+            # Direct children only: the folder's own objects, however deep the others go.
+            found = obstore.list_with_delimiter(self.store, prefix=prefix or None)
         except Exception as exc:
             raise self.error(exc, "list", prefix) from None
-        listed = {}
-        for batch in batches:
-            for meta in batch:
-                key = meta["path"]
-                name = key[len(prefix) + 1 :] if prefix else key
-                if "/" in name or name.startswith("."):
-                    continue
-                listed[key] = Listed(key, Stored(meta["size"], meta["e_tag"] or ""))
-        return listed
+        return {
+            meta["path"]: Listed(meta["path"], Stored(meta["size"], meta["e_tag"] or ""))
+            for meta in found["objects"]
+            if not meta["path"].rsplit("/", 1)[-1].startswith(".")
+        }
 
     def delete(self, key: str) -> None:
         try:
