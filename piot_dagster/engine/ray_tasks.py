@@ -26,7 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from piot_dagster.engine.interrupts import POLL_S, Interrupts, deferred_interrupts
 from piot_dagster.engine.periods import Period
 from piot_dagster.engine.statements import recorded_statements
-from piot_dagster.engine.stop_flag import StopFlag
+from piot_dagster.engine.stop_flag import StopFlag, sweep
 from piot_dagster.engine.transport import ReturnAs, decode, encode
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, listing
 
@@ -160,7 +160,12 @@ def _run_period(
             frame = query.collect()
         written = task.write.write(frame, statements, proceed=lambda: not stop.is_set(fresh=True))
         return None if written is None else (written, time.perf_counter() - started, node)
-    return encode(query.collect(), task.return_as), time.perf_counter() - started, node
+    frame = query.collect()
+    # Stopped meanwhile: nobody reads this result, and a large frame would stay in the
+    # object store until the driver retires the stop flag (stop_flag.sweep).
+    if stop.is_set():
+        return None
+    return encode(frame, task.return_as), time.perf_counter() - started, node
 
 
 def require_ray() -> None:
@@ -172,7 +177,11 @@ def require_ray() -> None:
 
 
 def check_remote_options(remote_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The Ray task options: our defaults overridden by the caller's, validated by Ray."""
+    """The Ray task options: our defaults overridden by the caller's, validated by Ray.
+
+    ``scheduling_strategy`` may also be written ``{"node_id": ..., "soft": ...}``, which
+    Dagster config and metadata can hold, for ``NodeAffinitySchedulingStrategy``.
+    """
     if remote_options is None:
         remote_options = {}
     if not isinstance(remote_options, Mapping):
@@ -181,6 +190,17 @@ def check_remote_options(remote_options: Mapping[str, Any] | None) -> dict[str, 
             f"{{'num_cpus': 2}}, not {type(remote_options).__name__}"
         )
     options = {**DEFAULT_REMOTE_OPTIONS, **remote_options}
+    strategy = options.get("scheduling_strategy")
+    if isinstance(strategy, Mapping):
+        if set(strategy) - {"node_id", "soft"} or not isinstance(strategy.get("node_id"), str):
+            raise ValueError(
+                f"remote_options['scheduling_strategy'] as a mapping takes 'node_id' (a Ray "
+                f"node's id) and 'soft' (True lets Ray run the task elsewhere if that node is "
+                f"lost), not {dict(strategy)!r}"
+            )
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            strategy["node_id"], soft=bool(strategy.get("soft", False))
+        )
     try:
         _run_period.options(**options)
     except (ValueError, TypeError) as exc:
@@ -214,6 +234,7 @@ def run(
     node, every period not yet done fails.
     """
     require_ray()
+    sweep()
     remote = _run_period.options(**options)
     plan_box = [plan.ref()]
     stop = StopFlag()
@@ -321,7 +342,7 @@ def _stop(
     finally:
         for target in targets:
             target.discard()
-        stop.clear_after(refs)
+        stop.retire(refs)
 
 
 def _failure(column: str, failures: list[tuple[Period, BaseException]]) -> PeriodExecutionError:

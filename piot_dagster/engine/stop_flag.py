@@ -7,12 +7,14 @@ fan-out is stopped cooperatively instead: the driver sets a flag in the cluster'
 key-value store (the GCS), each task reads it when it starts, and a writing task reads it
 again before renaming its file into place. A task already running its query finishes it;
 what it made is dropped.
+
+A flag is deleted once every task that may read it has ended, at the driver's next
+fan-out. No thread waits for that: a thread inside ``ray.wait`` while ``ray.shutdown``
+tears the driver down crashes the process, and tasks that no node can run never end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -20,12 +22,14 @@ from collections.abc import Sequence
 import ray
 from ray.experimental import internal_kv
 
-__all__ = ["StopFlag"]
+__all__ = ["StopFlag", "sweep"]
 
 _NAMESPACE = "piot_dagster"
 _TRUST_S = 0.05
 # In each worker process: when a flag was last read as unset.
 _unset_at: dict[bytes, float] = {}
+# In the driver: flags set, with the tasks that may still read them and the Ray session.
+_set_flags: list[tuple[bytes, list[ray.ObjectRef], str]] = []
 
 
 class StopFlag:
@@ -54,12 +58,28 @@ class StopFlag:
         if internal_kv._internal_kv_initialized():
             internal_kv._internal_kv_put(self.key, b"1", namespace=_NAMESPACE)
 
-    def clear_after(self, refs: Sequence[ray.ObjectRef]) -> None:
-        """Delete the flag once every task in ``refs`` has ended, from a daemon thread."""
+    def retire(self, refs: Sequence[ray.ObjectRef]) -> None:
+        """Delete the flag once every task in ``refs`` has ended (see :func:`sweep`)."""
+        _set_flags.append((self.key, list(refs), _session()))
+        sweep()
 
-        def clear() -> None:
-            with contextlib.suppress(Exception):  # the driver may be shutting Ray down
-                ray.wait(list(refs), num_returns=len(refs))
-                internal_kv._internal_kv_del(self.key, namespace=_NAMESPACE)
 
-        threading.Thread(target=clear, daemon=True, name="piot-stop-flag").start()
+def sweep() -> None:
+    """Delete the flags whose tasks have all ended; called at each fan-out. Flags of an
+    earlier Ray session are forgotten here (their tasks are out of reach)."""
+    session = _session()
+    waiting = []
+    for key, refs, flag_session in _set_flags:
+        if flag_session != session:
+            continue
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        if len(done) < len(refs):
+            waiting.append((key, refs, flag_session))
+        elif internal_kv._internal_kv_initialized():
+            internal_kv._internal_kv_del(key, namespace=_NAMESPACE)
+    _set_flags[:] = waiting
+
+
+def _session() -> str:
+    context = ray.get_runtime_context()
+    return f"{context.gcs_address}/{context.get_job_id()}"
