@@ -6,6 +6,7 @@ import datetime as dt
 import sqlite3
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import duckdb
 import polars as pl
@@ -75,3 +76,40 @@ def drop_postgres(url: str, table: str) -> None:
     with adbc_driver_postgresql.dbapi.connect(url) as conn, conn.cursor() as cursor:
         cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
         conn.commit()
+
+
+def instance_yaml(url: str, database: str) -> str:
+    """The dagster.yaml the README shows, for ``database`` on the server of ``url``."""
+    parts = urlsplit(url)
+    return f"""\
+storage:
+  postgres:
+    postgres_db:
+      hostname: {parts.hostname}
+      port: {parts.port or 5432}
+      username: {parts.username or "postgres"}
+      password: "{parts.password or ""}"
+      db_name: {database}
+      scheme: postgresql+psycopg2
+telemetry:
+  enabled: false
+"""
+
+
+def admin(url: str, statement: str) -> None:
+    import psycopg2
+
+    parts = urlsplit(url)
+    conn = psycopg2.connect(
+        host=parts.hostname,
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password or "",
+        dbname="postgres",
+    )
+    conn.autocommit = True  # CREATE and DROP DATABASE run outside a transaction
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()

@@ -70,6 +70,18 @@ def test_time_partitions_refuse_bad_arguments(args, kwargs, names):
         time_partitions(*args, **kwargs)
 
 
+def test_node_affinity_written_as_a_mapping_becomes_rays_strategy():
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from piot_dagster.engine.ray_tasks import check_remote_options
+
+    node = "ab" * 28
+    options = check_remote_options({"scheduling_strategy": {"node_id": node, "soft": True}})
+    strategy = options["scheduling_strategy"]
+    assert isinstance(strategy, NodeAffinitySchedulingStrategy)
+    assert (strategy.node_id, strategy.soft) == (node, True)
+
+
 def test_ray_resource_fields_are_typed():
     with pytest.raises(Exception, match="num_cpus"):
         RayResource(num_cpus="many")  # type: ignore[arg-type]
@@ -82,6 +94,11 @@ def test_ray_resource_fields_are_typed():
         ({"date_column": "d", "max_concurrency": 0}, ValueError, "max_concurrency"),
         ({"date_column": "d", "remote_options": "fast"}, TypeError, "remote_options"),
         ({"date_column": "d", "remote_options": {"num_cpu": 1}}, ValueError, "remote_options"),
+        (
+            {"date_column": "d", "remote_options": {"scheduling_strategy": {"node": "x"}}},
+            ValueError,
+            "takes 'node_id'",
+        ),
         ({"date_column": "v"}, ValueError, "date_column 'v' is Int64"),
         ({}, ValueError, "set date_column"),
     ],
@@ -193,7 +210,15 @@ def test_partition_unit_refuses_partitions_that_are_not_calendar_periods(
 
 @pytest.mark.parametrize(
     "field",
-    [{"base_dir": 3}, {"max_concurrency": "many"}, {"remote_options": "x"}, {"date_column": 5}],
+    [
+        {"base_dir": 3},
+        {"max_concurrency": "many"},
+        {"remote_options": "x"},
+        {"date_column": 5},
+        {"storage_options": {"aws_region": 1}},
+        {"storage_options": "aws_region=eu-west-1"},
+        {"infeasible_timeout_s": "soon"},
+    ],
 )
 def test_io_manager_fields_are_typed(field):
     with pytest.raises(Exception, match=next(iter(field))):
