@@ -25,11 +25,20 @@ $(HOME_DIR)/dagster.yaml:
 	mkdir -p $(@D)
 	printf 'telemetry:\n  enabled: false\n' > $@
 
+# Azurite (Azure Blob Storage) for the Azure tests, from npm. Without npm they are skipped
+# (CI, where .ci/run installs npm, fails them instead).
+AZURITE := .node/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix .node --no-audit --no-fund --silent azurite@3.35.0; \
+	else echo "npm not found: the Azure tests will be skipped"; fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+test: lint $(AZURITE)
 	$(PY) -m pytest
 
 # A long differential search (25x the examples, a fresh random seed each time).
@@ -39,7 +48,8 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet connectorx  # the baseline reader, not a dependency
-	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_scan_db.py && ../$(PY) bench_dagster.py
+	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_scan_db.py && \
+		../$(PY) bench_dagster.py && ../$(PY) bench_storage.py && ../$(PY) bench_instances.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .dagster data
+	rm -rf $(VENV) .pytest_cache .hypothesis .dagster data .node
