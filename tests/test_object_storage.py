@@ -228,6 +228,33 @@ def test_concurrent_writers_of_one_object_never_give_a_reader_a_mixed_version(s3
     assert object_keys(base_dir, options) == ["asset/2024-01-01.parquet"]
 
 
+# Where partitions live ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_dir", "kind", "bucket", "uri"),
+    [
+        ("s3://lake/piot/", "ObjectStorage", "lake", "s3://lake/piot"),
+        ("gs://lake", "ObjectStorage", "lake", "gs://lake"),
+        ("az://container/piot", "ObjectStorage", "container", "az://container/piot"),
+        (
+            "abfss://container@account.dfs.core.windows.net/piot",
+            "ObjectStorage",
+            "container",
+            "abfss://container@account.dfs.core.windows.net/piot",
+        ),
+        ("file:///srv/assets", "LocalStorage", "", "/srv/assets"),
+        ("/srv/assets/", "LocalStorage", "", "/srv/assets"),
+    ],
+)
+def test_base_dir_uris_name_their_store_bucket_and_location(base_dir, kind, bucket, uri):
+    options = {"account_name": "account"} if base_dir.startswith("az") else None
+    storage = open_storage(base_dir, options)
+    assert type(storage).__name__ == kind
+    assert (storage.location.bucket, storage.location.uri) == (bucket, uri)
+    assert storage.uri(storage.key(["trades"], "2024-01-05")) == f"{uri}/trades/2024-01-05.parquet"
+
+
 # Bad input ----------------------------------------------------------------------------
 
 

@@ -38,21 +38,28 @@ _PUBLIC_OPTION = re.compile(
 
 @dataclass(frozen=True)
 class Location:
-    """A parsed ``base_dir``: the provider, the bucket (or container), the prefix inside it
-    (a resolved absolute path for local storage) and the storage options."""
+    """A parsed ``base_dir``: the provider, the URI's authority (``bucket``, or for Azure
+    ``container`` or ``container@account.dfs.core.windows.net``), the prefix inside it (a
+    resolved absolute path for local storage) and the storage options."""
 
     provider: Provider
     scheme: str
-    bucket: str
+    authority: str
     prefix: str
     options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def bucket(self) -> str:
+        """The bucket, or the Azure container."""
+        return self.authority.split("@", 1)[0]
+
+    @property
     def uri(self) -> str:
-        """The location as a person reads it (no options, so no secrets)."""
+        """The location as a person (and Polars and obstore) reads it; no options, so no
+        secrets."""
         if self.provider == "local":
             return self.prefix
-        return f"{self.scheme}://{self.bucket}/{self.prefix}".rstrip("/")
+        return f"{self.scheme}://{self.authority}/{self.prefix}".rstrip("/")
 
     def __repr__(self) -> str:
         return f"Location({self.uri!r})"
@@ -91,12 +98,11 @@ def parse_location(base_dir: object, options: object = None) -> Location:
             )
         return Location("local", "file", "", str(Path(parts.path).resolve()), {})
     # abfs[s]://container@account.dfs.core.windows.net/prefix names the account too.
-    bucket = parts.netloc.split("@", 1)[0]
-    if not bucket:
+    if not parts.netloc.split("@", 1)[0]:
         raise ValueError(
             f"base_dir {text!r} names no bucket; write it as {scheme}://<bucket>/<prefix>"
         )
-    return Location(provider, scheme, bucket, parts.path.strip("/"), checked)
+    return Location(provider, scheme, parts.netloc, parts.path.strip("/"), checked)
 
 
 def _check_options(options: object) -> dict[str, str]:

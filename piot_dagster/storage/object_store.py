@@ -62,7 +62,7 @@ _stores_lock = threading.Lock()
 
 
 class ObjectStorage(Storage):
-    """Objects under ``<scheme>://<bucket>/<prefix>``."""
+    """Objects under ``<scheme>://<bucket>/<prefix>``: the location's URI."""
 
     @property
     def store(self) -> ObjectStore:
@@ -179,9 +179,13 @@ class ObjectStorage(Storage):
 
 def _open(location: Location) -> ObjectStore:
     config, client = _split_options(location)
-    uri = f"{location.scheme}://{location.bucket}/{location.prefix}"
     try:
-        return from_url(uri, config=config or None, client_options=client, retry_config=_RETRY)  # type: ignore[arg-type]
+        return from_url(
+            location.uri,
+            config=config or None,
+            client_options=client,
+            retry_config=_RETRY,  # type: ignore[arg-type]
+        )
     except Exception as exc:
         text = redact(str(exc).strip().splitlines()[0], location.options)
         unknown = re.search(r"Configuration key: '([^']+)'", text)
