@@ -16,16 +16,13 @@ Target: (a) at least 5x faster than (b).
 Times are medians of ``--runs`` runs.
 """
 
-import argparse
-import logging
-import os
 import tempfile
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import ray
-from bench_engine import memory_mb, peak_growth, timed
+from bench_engine import arguments, memory_mb, peak_growth, start_ray, timed
 from bench_scan_db import build
 
 import piot_dagster
@@ -60,14 +57,9 @@ def assets(uri: str, out: Path) -> tuple[dg.AssetsDefinition, dg.AssetsDefinitio
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    logging.getLogger("dagster").setLevel(logging.WARNING)
+    args = arguments()
     uri, _ = build(args.rows)["sqlite"]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray()
     # A persistent (SQLite-backed) instance, as `dagster dev` keeps: each run records its
     # events there, as in a real deployment.
     with tempfile.TemporaryDirectory() as directory, dg.instance_for_test() as instance:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -38,6 +39,26 @@ def timed(fn: Callable[[], object], runs: int, *, warm_up: bool = True) -> tuple
         result = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), result
+
+
+def arguments(
+    parser: argparse.ArgumentParser | None = None, *, rows: bool = True
+) -> argparse.Namespace:
+    """``--runs`` (and ``--rows``) with the database benchmarks' defaults, and ``parser``'s
+    own options, parsed; Ray without token authentication and Dagster's console log quiet,
+    as every benchmark wants them."""
+    parser = parser or argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    if rows:
+        parser.add_argument("--rows", type=int, default=10_000_000)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    return parser.parse_args()
+
+
+def start_ray() -> None:
+    """A private local Ray, as the tests start it."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -103,7 +124,7 @@ def main() -> None:
 
     lf = workload()
     input_mb = lf.collect().estimated_size("mb")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray()
 
     plain, expected = timed(lf.collect, args.runs)
     result_mb = expected.estimated_size("mb")  # type: ignore[union-attr]

@@ -17,7 +17,6 @@ built once and kept (SQLite and DuckDB files under ``benchmarks/.data``, Postgre
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import sqlite3
@@ -30,7 +29,7 @@ import adbc_driver_sqlite.dbapi
 import duckdb
 import polars as pl
 import ray
-from bench_engine import peak_growth, timed
+from bench_engine import arguments, peak_growth, start_ray, timed
 
 import piot_dagster
 
@@ -132,16 +131,12 @@ def direct_reader(dialect: str, uri: str, sql: str) -> Callable[[], pl.DataFrame
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    args = arguments()
 
     t0 = time.perf_counter()
     sources = build(args.rows)
     print(f"{args.rows:,} rows per database, ready in {time.perf_counter() - t0:.0f} s")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray()
     date = pl.col("date")
     for dialect, (uri, table) in sources.items():
         query = f"SELECT date, symbol, price FROM {table}"

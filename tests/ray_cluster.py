@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.dagster_server import BIN, free_port, reset_signals
+from tests.servers import unavailable
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 # Lost nodes are noticed in about 2 s instead of about 14 s.
@@ -66,6 +67,8 @@ class Cluster:
 
     def add_private_node(self, private: Path, resources: dict[str, float]) -> Node:
         """A node whose tmpfs over ``private`` only its own processes see."""
+        if shutil.which("unshare") is None or os.geteuid() != 0:
+            unavailable("a second node needs unshare -m and tmpfs mounts, run as root")
         private.mkdir(parents=True, exist_ok=True)
         command = " ".join(
             [

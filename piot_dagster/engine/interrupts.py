@@ -38,7 +38,10 @@ class Interrupts:
         if threading.current_thread() is not threading.main_thread():
             return False  # handlers belong to the main thread; there, nothing is deferred
         for signum in _SIGNALS:
-            self._previous[signum] = signal.getsignal(signum)
+            previous = signal.getsignal(signum)
+            if previous is None:
+                continue  # a handler set outside Python: it cannot be put back, so leave it
+            self._previous[signum] = previous
             signal.signal(signum, self._record)
         return True
 

@@ -54,7 +54,7 @@ class StopFlag:
         return False
 
     def set(self) -> None:
-        # A Ray Client driver (ray://) has no GCS connection: its tasks then run on.
+        # Ray Client drivers (ray://) reach the store too; only a shut-down driver does not.
         if internal_kv._internal_kv_initialized():
             internal_kv._internal_kv_put(self.key, b"1", namespace=_NAMESPACE)
 

@@ -1,0 +1,113 @@
+"""Benchmark the Dagster instance's storage (issue 10, on issue 12's workload).
+
+A 10-year daily asset (3,650 partitions) over an indexed SQLite table of 96 rows a day,
+backfilled in one run through RayParquetIOManager to a local folder:
+
+- on a SQLite-backed Dagster instance (the default of `dagster dev`);
+- on a PostgreSQL-backed one (dagster-postgres), in a database of its own on the server
+  of ``--postgres``;
+- and, as the baseline, the engine alone collecting the same 3,650 daily periods.
+
+    .venv/bin/python benchmarks/bench_instances.py [--runs 3] [--postgres URL]
+
+Times are medians of ``--runs`` runs, with Ray started before timing.
+"""
+
+import argparse
+import datetime as dt
+import sqlite3
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import ray
+from bench_engine import arguments, start_ray, timed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import piot_dagster
+from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from tests.databases import admin, instance_yaml
+
+DATA = Path(__file__).resolve().parent / ".data"
+DAYS = time_partitions("daily", "2015-01-01", end="2025-01-01")
+FIRST, END = dt.datetime(2015, 1, 1), dt.datetime(2025, 1, 1)
+
+
+def table() -> str:
+    """96 rows a day (every 15 minutes) over 2015-2024, indexed on ts; its URI."""
+    path = DATA / "daily_96.db"
+    if not path.exists():
+        DATA.mkdir(exist_ok=True)
+        stamps = pl.datetime_range(FIRST, END, "15m", closed="left", eager=True)
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE ticks (ts TIMESTAMP, v INTEGER)")
+        conn.executemany(
+            "INSERT INTO ticks VALUES (?, ?)",
+            zip(stamps.dt.to_string("%Y-%m-%d %H:%M:%S"), range(stamps.len()), strict=True),
+        )
+        conn.execute("CREATE INDEX ticks_ts ON ticks (ts)")
+        conn.commit()
+        conn.close()
+    return f"sqlite:///{path}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = arguments(parser, rows=False)
+    uri = table()
+
+    @dg.asset(
+        partitions_def=DAYS,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"date_column": "ts"},
+    )
+    def ticks() -> pl.LazyFrame:
+        return piot_dagster.scan_db("SELECT ts, v FROM ticks", connection=uri)
+
+    keys = DAYS.get_partition_keys()
+    tags = {
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1],
+    }
+    start_ray()
+    database = f"piot_bench_{uuid.uuid4().hex[:8]}"
+    admin(args.postgres, f'CREATE DATABASE "{database}"')
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            out = Path(directory)
+            resources = {"io_manager": RayParquetIOManager(ray=RayResource(), base_dir=str(out))}
+            (out / "sqlite").mkdir()
+            (out / "postgres").mkdir()
+            (out / "postgres" / "dagster.yaml").write_text(instance_yaml(args.postgres, database))
+
+            def engine_alone() -> int:
+                query = piot_dagster.scan_db("SELECT ts, v FROM ticks", connection=uri)
+                bounded = query.filter(pl.col("ts").is_between(FIRST, END, closed="left"))
+                return (
+                    bounded.piot.execute_on_ray(date_column="ts", time_unit="daily")
+                    .collect()
+                    .height
+                )
+
+            def backfill(home: str) -> None:
+                with dg.DagsterInstance.from_config(str(out / home)) as instance:
+                    run = dg.materialize([ticks], tags=tags, resources=resources, instance=instance)
+                    assert run.success
+
+            engine, rows = timed(engine_alone, args.runs)
+            on_sqlite, _ = timed(lambda: backfill("sqlite"), args.runs, warm_up=False)
+            on_postgres, _ = timed(lambda: backfill("postgres"), args.runs, warm_up=False)
+    finally:
+        admin(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        ray.shutdown()
+    print(f"engine alone, 3,650 daily periods ({rows:,} rows): {engine:.2f} s")
+    for name, seconds in (("SQLite", on_sqlite), ("PostgreSQL", on_postgres)):
+        print(f"single-run backfill, {name} instance: {seconds:.2f} s ({seconds / engine:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
