@@ -45,19 +45,18 @@ def arguments(
     parser: argparse.ArgumentParser | None = None, *, rows: bool = True
 ) -> argparse.Namespace:
     """``--runs`` (and ``--rows``) with the database benchmarks' defaults, and ``parser``'s
-    own options, parsed; Ray without token authentication and Dagster's console log quiet,
-    as every benchmark wants them."""
+    own options, parsed; Dagster's console log quiet, as every benchmark wants it."""
     parser = parser or argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     if rows:
         parser.add_argument("--rows", type=int, default=10_000_000)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     logging.getLogger("dagster").setLevel(logging.WARNING)
     return parser.parse_args()
 
 
 def start_ray() -> None:
-    """A private local Ray, as the tests start it."""
+    """A private local Ray, as the tests start it (without token authentication)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
