@@ -1,4 +1,6 @@
-"""Shared fixtures: a real local Ray cluster, started once and restarted if a test stops it."""
+"""Shared fixtures: a real local Ray cluster (started once, restarted if a test stops it),
+the example database and the code location's environment, the PostgreSQL server, and the
+object-store servers the tests start (moto's S3 server and Azurite)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import ray
 from hypothesis import settings
 
 import tests
+from tests import servers
 from tests.dagster_server import load_definitions
 
 # Ray warns about token authentication on every start; tests don't need to see it.
@@ -77,28 +80,21 @@ def postgres_url() -> str:
     try:
         adbc_driver_postgresql.dbapi.connect(POSTGRES_URL).close()
     except Exception as exc:
-        message = f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        servers.unavailable(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
     return POSTGRES_URL
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's standalone S3 server on 127.0.0.1, for the whole session."""
-    from tests.servers import moto_server
-
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+    with servers.moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
         yield endpoint
 
 
 @pytest.fixture(scope="session")
 def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Azurite's blob service on 127.0.0.1, for the whole session."""
-    from tests.servers import azurite
-
-    with azurite(tmp_path_factory.mktemp("azurite")) as endpoint:
+    with servers.azurite(tmp_path_factory.mktemp("azurite")) as endpoint:
         yield endpoint
 
 
@@ -106,8 +102,6 @@ def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def object_store(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
     """A ``base_dir`` in a fresh bucket (S3 on moto) or container (Azure on Azurite), and
     its storage options."""
-    from tests import servers
-
     if request.param == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
         return f"s3://{servers.new_bucket(endpoint)}/lake", servers.s3_options(endpoint)
