@@ -59,7 +59,7 @@ def test_scan_db_refuses_a_malformed_or_missing_connection(uri, names):
 @pytest.mark.parametrize(
     ("args", "kwargs", "names"),
     [
-        (("hourly", "2024-01-01"), {}, "unit must be one of"),
+        (("fortnightly", "2024-01-01"), {}, "unit must be one of"),
         (("daily", "01/02/2024"), {}, "'%Y-%m-%d'"),
         (("daily", "2024-01-01"), {"timezone": "Mars/Olympus"}, "Mars/Olympus"),
         (("monthly", "2024-01-01"), {"end": "2023-01-01"}, "2023-01-01"),
@@ -198,7 +198,11 @@ def test_source_change_sensor_refuses_bad_arguments(sqlite_uri, asset, kwargs, e
     [
         (None, TypeError, "not NoneType"),
         (dg.StaticPartitionsDefinition(["a"]), TypeError, "not StaticPartitionsDefinition"),
-        (dg.HourlyPartitionsDefinition("2024-01-01-00:00"), ValueError, "not daily, monthly"),
+        (
+            dg.WeeklyPartitionsDefinition("2024-01-07"),  # Dagster's weeks start on Sunday
+            ValueError,
+            "not hourly, daily, weekly .from Monday.",
+        ),
     ],
 )
 def test_partition_unit_refuses_partitions_that_are_not_calendar_periods(

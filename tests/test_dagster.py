@@ -78,20 +78,35 @@ def test_time_partitions_give_calendar_keys_and_read_back_their_unit(unit, start
     assert piot_dagster.partition_unit(definition) == unit
 
 
-def test_dagsters_own_daily_and_monthly_definitions_are_understood():
+def test_dagsters_own_hourly_daily_and_monthly_definitions_are_understood():
+    assert piot_dagster.partition_unit(dg.HourlyPartitionsDefinition("2024-01-01-00:00")) == (
+        "hourly"
+    )
     assert piot_dagster.partition_unit(dg.DailyPartitionsDefinition("2024-01-01")) == "daily"
     assert piot_dagster.partition_unit(dg.MonthlyPartitionsDefinition("2024-01-01")) == "monthly"
+    monday_weeks = dg.WeeklyPartitionsDefinition("2024-01-01", day_offset=1)
+    assert piot_dagster.partition_unit(monday_weeks) == "weekly"
+
+
+def test_hourly_and_weekly_partitions_match_the_engines_periods():
+    assert time_partitions("hourly", dt.date(2024, 1, 1)).get_partition_keys()[:2] == [
+        "2024-01-01-00:00",
+        "2024-01-01-01:00",
+    ]
+    weeks = time_partitions("weekly", "2024-01-01", end="2024-01-22").get_partition_keys()
+    assert weeks == ["2024-01-01", "2024-01-08", "2024-01-15"]
+    assert {dt.date.fromisoformat(w).weekday() for w in weeks} == {0}, "ISO weeks, from Monday"
 
 
 def test_partitions_that_are_not_calendar_periods_are_refused():
     with pytest.raises(TypeError, match="time-based"):
         piot_dagster.partition_unit(dg.StaticPartitionsDefinition(["a"]))
-    with pytest.raises(ValueError, match="not daily, monthly or yearly"):
-        piot_dagster.partition_unit(dg.HourlyPartitionsDefinition("2024-01-01-00:00"))
+    with pytest.raises(ValueError, match="not hourly, daily, weekly"):
+        piot_dagster.partition_unit(dg.WeeklyPartitionsDefinition("2024-01-07"))
     with pytest.raises(ValueError, match="'%Y'"):
         time_partitions("yearly", "2020-01-01")
     with pytest.raises(ValueError, match="unit"):
-        time_partitions("weekly", "2020-01-01")  # type: ignore[arg-type]
+        time_partitions("fortnightly", "2020-01-01")  # type: ignore[arg-type]
 
 
 # RayResource ----------------------------------------------------------------------------
@@ -405,8 +420,70 @@ def test_a_missing_date_column_names_the_asset_and_the_column(trades_uri, tmp_pa
 
 def test_partitions_that_are_not_time_based_are_refused_naming_the_asset(trades_uri, tmp_path):
     asset = trades_asset(trades_uri, dg.StaticPartitionsDefinition(["a"]))
-    with pytest.raises(TypeError, match="asset trades: partitions must be time-based"):
+    with pytest.raises(TypeError, match="asset trades: partitions must be time windows"):
         dg.materialize([asset], partition_key="a", resources={"io_manager": io_manager(tmp_path)})
+
+
+# Any time window ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("partitions_def", "first", "last"),
+    [
+        # A day that falls back: 25 hourly partitions, the repeated hour keyed with its offset.
+        (
+            dg.HourlyPartitionsDefinition("2024-10-26-00:00", timezone="Europe/Berlin"),
+            "2024-10-27-00:00",
+            "2024-10-27-23:00",
+        ),
+        (time_partitions("weekly", "2024-01-01"), "2024-01-01", "2024-01-22"),
+        # A custom cron: days from 06:00 to 06:00 in New York.
+        (
+            dg.TimeWindowPartitionsDefinition(
+                cron_schedule="0 6 * * *",
+                fmt="%Y-%m-%d",
+                start="2024-03-01",
+                timezone="America/New_York",
+            ),
+            "2024-03-09",
+            "2024-03-11",
+        ),
+    ],
+)
+def test_any_time_window_partitions_store_exactly_their_windows_rows(
+    trades_uri, tmp_path, partitions_def, first, last
+):
+    asset = trades_asset(trades_uri, partitions_def)
+    resources = {"io_manager": io_manager(tmp_path)}
+    result = dg.materialize(
+        [asset], resources=resources, tags={RANGE_START: first, RANGE_END: last}
+    )
+    assert result.success
+    source = piot_dagster.scan_db(
+        "SELECT ts, day, symbol, price FROM trades", connection=trades_uri
+    )
+    keys = partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    assert len({e.partition for e in result.asset_materializations_for_node("trades")}) == len(keys)
+    for key in keys:
+        window = partitions_def.time_window_for_partition_key(key)
+        # The column is naive UTC: the window's wall times in its own zone.
+        lo, hi = (moment.replace(tzinfo=None) for moment in (window.start, window.end))
+        expected = source.filter(pl.col("ts").is_between(lo, hi, closed="left")).collect()
+        assert_frame_equal(stored(tmp_path, key), expected)
+
+
+def test_hourly_partitions_of_a_date_column_are_refused_naming_asset_and_partition(tmp_path):
+    @dg.asset(
+        partitions_def=dg.HourlyPartitionsDefinition("2024-01-01-00:00"),
+        metadata={"date_column": "d"},
+    )
+    def days() -> pl.DataFrame:
+        return pl.DataFrame({"d": [dt.date(2024, 1, 1)]})
+
+    with pytest.raises(ValueError, match="asset days: partition 2024-01-01-05:00: a Date column"):
+        dg.materialize(
+            [days], partition_key="2024-01-01-05:00", resources={"io_manager": io_manager(tmp_path)}
+        )
 
 
 def test_an_asset_returning_something_else_is_refused_naming_it(tmp_path):

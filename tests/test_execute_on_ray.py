@@ -18,6 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import cloudpickle
+import dagster as dg
 import polars as pl
 import pytest
 import ray
@@ -181,6 +182,34 @@ def test_dst_days_in_the_column_time_zone_hold_23_and_25_hours_of_rows(caplog):
         assert_frame_equal(query.collect(), lf.filter(bound).collect())
     rows = {p[0]: p[2] for p in periods_run(caplog)}
     assert rows == {"2024-03-30": 24, "2024-03-31": 23, "2024-10-26": 24, "2024-10-27": 25}
+
+
+@pytest.mark.parametrize(("day", "hours"), [("2024-03-31", 23), ("2024-10-27", 25)])
+def test_hourly_periods_of_a_dst_day_are_the_zones_hours_as_dagster_counts_them(caplog, day, hours):
+    caplog.set_level(logging.INFO, logger="piot_dagster")
+    zone = ZoneInfo("Europe/Berlin")
+    minutes = pl.datetime_range(
+        dt.datetime(2024, 3, 29), dt.datetime(2024, 11, 1), "20m", eager=True, time_zone="UTC"
+    ).dt.convert_time_zone("Europe/Berlin")
+    lf = pl.DataFrame({"date": minutes, "v": pl.int_range(minutes.len(), eager=True)}).lazy()
+    first = dt.datetime.fromisoformat(day).replace(tzinfo=zone)
+    bound = D.is_between(first, first + dt.timedelta(days=1), closed="left")  # wall-clock day
+
+    got = lf.piot.execute_on_ray(date_column="date", time_unit="hourly").filter(bound).collect()
+
+    assert_frame_equal(got, lf.filter(bound).collect())
+    runs = [
+        record.getMessage() for record in caplog.records if " of 'date': " in record.getMessage()
+    ]
+    assert len(runs) == hours
+    assert all(" 3 rows " in run for run in runs), "every hour holds its three 20-minute rows"
+    hourly = dg.HourlyPartitionsDefinition(
+        start_date=f"{day}-00:00", end_date=f"{(first + dt.timedelta(days=1)):%Y-%m-%d}-00:00",
+        timezone="Europe/Berlin",
+    )  # fmt: skip
+    windows = [hourly.time_window_for_partition_key(k) for k in hourly.get_partition_keys()]
+    labels = [f"{w.start:%Y-%m-%d %H:%M%z} → {w.end:%Y-%m-%d %H:%M%z}" for w in windows]
+    assert [run.split("period ", 1)[1].split(" of ", 1)[0] for run in runs] == labels
 
 
 def test_closed_left_starts_one_task_fewer_than_closed_both(caplog):
@@ -514,7 +543,7 @@ def test_a_long_run_shows_a_progress_bar_on_a_terminal(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "names"),
     [
-        ({"time_unit": "weekly"}, ValueError, "time_unit"),
+        ({"time_unit": "fortnightly"}, ValueError, "time_unit"),
         ({"date_column": "when"}, ValueError, "date_column 'when'"),
         ({"date_column": "v"}, TypeError, "date_column 'v'"),
         ({"return_as": "pandas"}, ValueError, "return_as"),
@@ -522,6 +551,7 @@ def test_a_long_run_shows_a_progress_bar_on_a_terminal(tmp_path):
         ({"max_concurrency": 2.5}, TypeError, "max_concurrency"),
         ({"remote_options": [("num_cpus", 1)]}, TypeError, "remote_options"),
         ({"remote_options": {"num_cpu": 1}}, ValueError, "remote_options"),
+        ({"time_unit": "hourly"}, TypeError, "time_unit 'hourly' needs a Datetime"),
     ],
 )
 def test_bad_arguments_are_refused_at_the_call_naming_the_argument(kwargs, error, names):

@@ -13,7 +13,6 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from piot_dagster.dagster.partitions import partition_unit
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.reading import Part, load
 from piot_dagster.dagster.settings import Settings, resolve
@@ -160,10 +159,12 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         storage: Storage,
     ) -> list[tuple[Period, PeriodTask]]:
         partitions_def = context.asset_partitions_def
-        try:
-            partition_unit(partitions_def)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"asset {asset}: {exc}") from None
+        if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+            raise TypeError(
+                f"asset {asset}: partitions must be time windows (any "
+                f"TimeWindowPartitionsDefinition, such as piot_dagster.time_partitions(...)), "
+                f"not {type(partitions_def).__name__}"
+            )
         if column is None:
             raise ValueError(
                 f"asset {asset} is time-partitioned: set date_column on RayParquetIOManager "
@@ -178,8 +179,11 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             )
         work = []
         for key in context.asset_partition_keys:
-            window = partitions_def.time_window_for_partition_key(key)  # type: ignore[union-attr]
-            period = period_of_window(window.start, window.end, dtype)
+            window = partitions_def.time_window_for_partition_key(key)
+            try:
+                period = period_of_window(window.start, window.end, dtype)
+            except ValueError as exc:
+                raise ValueError(f"asset {asset}: partition {key}: {exc}") from None
             if not _INT64[0] <= period.start <= period.end <= _INT64[1]:
                 raise ValueError(
                     f"asset {asset}: partition {key} ({period.label}) lies outside what a "

@@ -11,10 +11,15 @@ from piot_dagster.engine.periods import TIME_UNITS, TimeUnit
 __all__ = ["partition_unit", "time_partitions"]
 
 _CRONS: dict[str, TimeUnit] = {
+    "0 * * * *": "hourly",
     "0 0 * * *": "daily",
+    # Weeks start on Monday (ISO 8601), as execute_on_ray's weekly periods do. Dagster's
+    # own WeeklyPartitionsDefinition starts on Sunday unless given day_offset=1.
+    "0 0 * * 1": "weekly",
     "0 0 1 * *": "monthly",
     "0 0 1 1 *": "yearly",
 }
+_FORMATS: dict[TimeUnit, str] = {"hourly": "%Y-%m-%d-%H:%M", "yearly": "%Y"}
 
 
 def time_partitions(
@@ -25,10 +30,13 @@ def time_partitions(
     timezone: str = "UTC",
     end_offset: int = 0,
 ) -> dg.TimeWindowPartitionsDefinition:
-    """A Dagster partitions definition with one partition per calendar period.
+    """A Dagster partitions definition with one partition per calendar period of
+    ``timezone``: ``"hourly"``, ``"daily"``, ``"weekly"`` (weeks start on Monday, ISO
+    8601, as in ``execute_on_ray``), ``"monthly"`` or ``"yearly"``.
 
-    ``start`` and ``end`` (exclusive) may be dates or strings in the partition keys'
-    format: ``2024-01-01`` for daily and monthly, ``2024`` for yearly.
+    ``start`` and ``end`` (exclusive) may be dates (or datetimes) or strings in the
+    partition keys' format: ``2024-01-01-00:00`` for hourly, ``2024-01-01`` for daily,
+    weekly and monthly, ``2024`` for yearly.
 
     Examples
     --------
@@ -37,7 +45,7 @@ def time_partitions(
     """
     if unit not in TIME_UNITS:
         raise ValueError(f"unit must be one of {TIME_UNITS}, not {unit!r}")
-    fmt = "%Y" if unit == "yearly" else "%Y-%m-%d"
+    fmt = _FORMATS.get(unit, "%Y-%m-%d")
 
     def key(value: str | dt.date | None) -> str | None:
         return value.strftime(fmt) if isinstance(value, dt.date) else value
@@ -65,17 +73,17 @@ def time_partitions(
 
 
 def partition_unit(partitions_def: object) -> TimeUnit:
-    """The calendar period of a time partitions definition (ours, or Dagster's own
-    Daily/Monthly definitions at midnight)."""
+    """The calendar period of a time partitions definition (ours, or Dagster's own hourly,
+    daily and monthly definitions, and weekly ones starting on Monday)."""
     if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
         raise TypeError(
-            f"partitions must be time-based (daily, monthly or yearly), not "
+            f"partitions must be time-based (hourly, daily, weekly, monthly or yearly), not "
             f"{type(partitions_def).__name__}; use piot_dagster.time_partitions(...)"
         )
     unit = _CRONS.get(partitions_def.cron_schedule)
     if unit is None:
         raise ValueError(
-            f"partitions with schedule {partitions_def.cron_schedule!r} are not daily, monthly "
-            f"or yearly at midnight; use piot_dagster.time_partitions(...)"
+            f"partitions with schedule {partitions_def.cron_schedule!r} are not hourly, daily, "
+            f"weekly (from Monday), monthly or yearly; use piot_dagster.time_partitions(...)"
         )
     return unit

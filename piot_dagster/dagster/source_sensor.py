@@ -61,6 +61,8 @@ def source_change_sensor(
     partitions_def = asset.partitions_def
     try:
         unit = partition_unit(partitions_def)
+        if unit == "hourly":
+            raise ValueError("the sensor compares days of rows: partitions must be days or longer")
     except (TypeError, ValueError) as exc:
         named = f"source_change_sensor: asset {asset.key.to_user_string()}: {exc}"
         raise type(exc)(named) from None

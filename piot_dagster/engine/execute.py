@@ -53,7 +53,9 @@ def execute_on_ray(
         A ``Date`` or ``Datetime`` column (any time unit, naive or tz-aware). Periods are
         counted in its time zone; naive columns count as UTC.
     time_unit
-        ``"daily"``, ``"monthly"`` or ``"yearly"``: one task per period.
+        ``"hourly"``, ``"daily"``, ``"weekly"`` (from Monday, ISO 8601), ``"monthly"`` or
+        ``"yearly"``: one task per period of the column's zone. ``"hourly"`` needs a
+        Datetime column; a day that falls back has 25 hours.
     return_as
         How workers ship results: ``"arrow"`` (zero-copy on one node), ``"ipc"`` or
         ``"parquet"``.
@@ -107,6 +109,11 @@ def execute_on_ray(
         raise TypeError(
             f"date_column {date_column!r} must be a Date or Datetime column, not {dtype}; "
             f"cast it first, e.g. pl.col({date_column!r}).str.to_date()"
+        )
+    if time_unit == "hourly" and dtype == pl.Date:
+        raise TypeError(
+            f"time_unit 'hourly' needs a Datetime date_column; {date_column!r} is a Date "
+            f"column, which holds whole days: use 'daily' or a coarser unit"
         )
     source = _PeriodSource(
         plan=lf,
