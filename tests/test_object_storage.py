@@ -19,7 +19,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
-from piot_dagster.dagster.reading import Part, load, scan
+from piot_dagster.dagster.reading import Part, Wanted, load, scan
 from piot_dagster.errors import StorageError
 from piot_dagster.storage import open_storage
 from tests.partitioned_prices import (
@@ -217,7 +217,8 @@ def test_concurrent_writers_of_one_object_never_give_a_reader_a_mixed_version(s3
     while any(w.poll() is None for w in writers):
         if storage.list(["asset"]):
             # Eager and lazy reads alike: one version, whole.
-            for frame in (load(storage, part, pl.DataFrame, None), scan(storage, part, None)):
+            eager = load(storage, part, Wanted.of(pl.DataFrame), None)
+            for frame in (eager, scan(storage, part, None)):
                 got = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
                 version = got["version"][0]
                 assert got.height == version, "a read mixed or truncated versions"

@@ -14,7 +14,7 @@ import polars as pl
 from pydantic import Field
 
 from piot_dagster.dagster.ray_resource import RayResource
-from piot_dagster.dagster.reading import Part, load
+from piot_dagster.dagster.reading import Part, Wanted, load
 from piot_dagster.dagster.settings import Settings, resolve
 from piot_dagster.dagster.visibility import unseen
 from piot_dagster.engine.periods import Period, period_of_window, window_filter
@@ -90,6 +90,9 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         asset = context.asset_key.to_user_string()
+        if obj is None and Wanted.of(context.dagster_type.typing_type).optional:
+            context.log.info(f"asset {asset} returned None: nothing was stored")
+            return
         if isinstance(obj, pl.DataFrame):
             obj = obj.lazy()
         if not isinstance(obj, pl.LazyFrame):
@@ -224,21 +227,38 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             else part
             for part in parts
         ]
+        wanted = Wanted.of(context.dagster_type.typing_type)
+        if not parts:
+            # A mapping can give no upstream partition: a self-dependent asset's first one.
+            if wanted.optional or wanted.per_partition:
+                return wanted.nothing
+            raise ValueError(
+                f"asset {asset}: the partition mapping gives no partition of it for this "
+                f"run; annotate the input `pl.DataFrame | None` (or `pl.LazyFrame | None`, "
+                f"or a dict) to receive None (or an empty dict) then"
+            )
         missing = [part.name for part in parts if part.key not in present]
         if missing:
-            allowed = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+            if len(missing) == len(parts) and wanted.optional:
+                context.log.info(f"asset {asset}: nothing stored for {listing(missing)}")
+                return wanted.nothing
+            allowed = wanted.optional or bool(
+                (context.definition_metadata or {}).get("allow_missing_partitions")
+            )
             if not allowed or len(missing) == len(parts):
                 raise FileNotFoundError(
                     f"asset {asset}: {len(missing)} partition(s) are not materialized: "
                     f"{listing(missing)} (looked in {storage.location.uri}). Materialize them, "
-                    f"or set AssetIn(metadata={{'allow_missing_partitions': True}})"
+                    f"or set AssetIn(metadata={{'allow_missing_partitions': True}}), or "
+                    f"annotate the input `... | None`"
                 )
             context.log.warning(
                 f"asset {asset}: skipping {len(missing)} missing partition(s): {listing(missing)}"
             )
             parts = [part for part in parts if part.name not in missing]
+        columns = _columns((context.definition_metadata or {}).get("columns"), asset)
         with _naming(asset):
-            return load(storage, parts, context.dagster_type.typing_type, settings.date_column)
+            return load(storage, parts, wanted, settings.date_column, columns)
 
     # -- settings ---------------------------------------------------------------------
 
@@ -255,6 +275,19 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 )
             base_dir = instance.storage_directory()
         return open_storage(base_dir, settings.storage_options)
+
+
+def _columns(value: object, asset: str) -> list[str] | None:
+    """``AssetIn(metadata={"columns": [...]})``: the columns to load, checked."""
+    value = getattr(value, "value", value)
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(c, str) for c in value):
+        raise TypeError(
+            f"asset {asset}: AssetIn metadata 'columns' must be a list of column names, "
+            f"not {value!r}"
+        )
+    return list(value)
 
 
 def _writing_task(where: pl.Expr, writer: PartitionWriter) -> PeriodTask:

@@ -12,6 +12,7 @@ needs.
 from __future__ import annotations
 
 import logging
+import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,7 @@ from piot_dagster.engine.periods import period_of_window
 from piot_dagster.engine.ranges import column_unit_ns, predicate_range
 from piot_dagster.storage import Storage, parquet
 
-__all__ = ["Part", "load", "scan"]
+__all__ = ["Part", "Wanted", "load", "scan"]
 
 logger = logging.getLogger("piot_dagster")
 
@@ -46,22 +47,74 @@ class Part:
     size: int = 0
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """What an input's annotation asks for: lazy scans or frames, one value or one per
+    partition (a dict), and whether nothing stored is fine (``X | None``, or a dict whose
+    values are ``X | None``: missing partitions are then skipped)."""
+
+    lazy: bool
+    per_partition: bool
+    optional: bool
+
+    @classmethod
+    def of(cls, annotation: object) -> Wanted:
+        annotation, optional = _without_none(annotation)
+        if typing.get_origin(annotation) in (dict, Mapping):
+            args = typing.get_args(annotation)
+            value, optional_values = _without_none(args[1] if args else pl.DataFrame)
+            return cls(value is pl.LazyFrame, True, optional or optional_values)
+        return cls(annotation is pl.LazyFrame, False, optional)
+
+    @property
+    def nothing(self) -> object:
+        """What an optional input gets when nothing is stored."""
+        return {} if self.per_partition else None
+
+
+def _without_none(annotation: object) -> tuple[object, bool]:
+    """``X`` and whether the annotation was ``X | None`` (``Optional[X]``)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
+            return args[0], True
+    return annotation, False
+
+
 def load(
-    storage: Storage, parts: Sequence[Part], annotation: object, date_column: str | None
+    storage: Storage,
+    parts: Sequence[Part],
+    wanted: Wanted,
+    date_column: str | None,
+    columns: Sequence[str] | None = None,
 ) -> object:
-    """``parts`` (in order) as ``annotation`` asks: ``pl.LazyFrame``, ``pl.DataFrame`` (or
-    none), or ``dict[str, pl.DataFrame | pl.LazyFrame]``. Schemas that drifted between
-    partitions are aligned by column name."""
-    if typing.get_origin(annotation) in (dict, Mapping):
-        args = typing.get_args(annotation)
-        if args and args[1] is pl.LazyFrame:
+    """``parts`` (in order, at least one) as ``wanted``: one lazy scan, one frame, or a
+    dict of either by partition; only ``columns`` if given (pushed into the scan).
+    Schemas that drifted between partitions are aligned by column name."""
+    if wanted.per_partition:
+        if wanted.lazy:
             schema = _planned_schema(storage, parts)
-            return {p.name: scan(storage, [p], date_column, schema) for p in parts}
-        return {p.name: frame for p, frame in zip(parts, _frames(storage, parts), strict=True)}
-    if annotation is pl.LazyFrame:
-        return scan(storage, parts, date_column)
-    frames = list(_frames(storage, parts))
+            return {
+                p.name: _select(scan(storage, [p], date_column, schema), columns) for p in parts
+            }
+        frames = _frames(storage, parts, columns)
+        return {p.name: frame for p, frame in zip(parts, frames, strict=True)}
+    if wanted.lazy:
+        return _select(scan(storage, parts, date_column), columns)
+    frames = list(_frames(storage, parts, columns))
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def _select(lf: pl.LazyFrame, columns: Sequence[str] | None) -> pl.LazyFrame:
+    if columns is None:
+        return lf
+    absent = [c for c in columns if c not in lf.collect_schema()]
+    if absent:
+        raise ValueError(
+            f"AssetIn(metadata={{'columns': ...}}) names {absent}, which the stored "
+            f"partitions lack; their columns are {lf.collect_schema().names()}"
+        )
+    return lf.select(columns)
 
 
 def scan(
@@ -128,9 +181,14 @@ def _fetched(storage: Storage, parts: Sequence[Part]) -> Iterator[tuple[Part, by
                 future.cancel()
 
 
-def _frames(storage: Storage, parts: Sequence[Part]) -> Iterator[pl.DataFrame]:
-    for _, data in _fetched(storage, parts):
-        yield parquet.decode(data).collect()
+def _frames(
+    storage: Storage, parts: Sequence[Part], columns: Sequence[str] | None = None
+) -> Iterator[pl.DataFrame]:
+    for part, data in _fetched(storage, parts):
+        try:
+            yield _select(parquet.decode(data), columns).collect()
+        except ValueError as exc:
+            raise ValueError(f"partition {part.name}: {exc}") from None
 
 
 class _PartitionSource:
