@@ -183,7 +183,7 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31") -> None:
         },
     )
     events = backfill.asset_materializations_for_node("trades_daily")
-    rows = sum(e.metadata["dagster/row_count"].value for e in events)  # type: ignore[misc]
+    rows = sum(e.metadata["dagster/partition_row_count"].value for e in events)  # type: ignore[misc]
     seconds = time.perf_counter() - started
     vwap = dg.materialize(
         [trades_daily, daily_vwap], selection=[daily_vwap], instance=instance, resources=resources

@@ -127,7 +127,7 @@ def test_an_empty_partition_is_an_empty_file_with_the_schema(tmp_path):
     assert stored.height == 0
     assert stored.schema == pl.Schema({"d": pl.Date, "v": pl.Int64})
     (event,) = result.asset_materializations_for_node("sparse")
-    assert event.metadata["dagster/row_count"].value == 0
+    assert event.metadata["dagster/partition_row_count"].value == 0
 
 
 @pytest.mark.usefixtures("ray_cluster")

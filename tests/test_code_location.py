@@ -224,7 +224,7 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
         record = instance.get_latest_materialization_event(dg.AssetKey("trades_daily"))
         metadata = record.asset_materialization.metadata
         assert record.asset_materialization.partition == "2024-02-29"
-        assert metadata["dagster/row_count"].value == 96 * 20
+        assert metadata["dagster/partition_row_count"].value == 96 * 20
         columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
         assert columns == ["ts", "symbol", "price", "qty"]
     assert all(p.exists() for p in monthly)

@@ -53,7 +53,7 @@ def test_a_backfill_stores_one_object_per_partition_and_reads_back_as_every_anno
     assert {e.metadata["path"].value for e in events} == {
         f"{base_dir}/prices/{day}.parquet" for day in days(6)
     }
-    assert {e.metadata["dagster/row_count"].value for e in events} == {48}
+    assert {e.metadata["dagster/partition_row_count"].value for e in events} == {48}
     assert object_keys(base_dir, options) == [f"prices/{day}.parquet" for day in days(6)]
     lazy = downstream(upstream, pl.LazyFrame, io_manager)
     assert isinstance(lazy, pl.LazyFrame)

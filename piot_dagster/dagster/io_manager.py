@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.reading import Part, Wanted, load
 from piot_dagster.dagster.settings import Settings, resolve
@@ -114,7 +115,8 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 key = storage.key(folders, name)
             writer = PartitionWriter(storage, key, column if column in schema else None)
             work = [(_ALL_TIME, _writing_task(pl.lit(True), writer))]
-        cluster = self.ray.cluster_address
+        cluster = self._lasting_cluster()
+        partitioned = context.has_asset_partitions
         started = dt.datetime.now()
         key_of = {period.label: key for key, (period, _) in zip(_keys(context), work, strict=True)}
         results: list[PeriodResult] = []
@@ -149,9 +151,12 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             _log_landed(context, seen, key_of, cluster)
             raise _not_visible(asset, storage, [r for r in results if id(r) in lost], key_of)
         per_partition = {
-            key_of[result.period.label]: _metadata(result, cluster) for result in results
+            key_of[result.period.label]: partition_metadata(
+                result, partitioned=partitioned, cluster=cluster
+            )
+            for result in results
         }
-        _record(context, per_partition, started)
+        record(context, per_partition, started)
 
     def _partition_work(
         self,
@@ -262,6 +267,13 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
 
     # -- settings ---------------------------------------------------------------------
 
+    def _lasting_cluster(self) -> Cluster | None:
+        """The Ray cluster, where it outlives the run (one this run started does not)."""
+        address = self.ray.cluster_address
+        if address is None or self.ray.started_cluster:
+            return None
+        return Cluster(address, self.ray.dashboard_url)
+
     def _settings(self, metadata: Mapping[str, Any] | None, asset: str) -> Settings:
         return resolve(self.model_dump(exclude={"ray"}), metadata, asset)
 
@@ -325,14 +337,15 @@ def _log_landed(
     context: dg.OutputContext,
     results: list[PeriodResult],
     key_of: Mapping[str, str | None],
-    cluster: str | None,
+    cluster: Cluster | None,
 ) -> None:
+    partitioned = context.has_asset_partitions
     for result in results:
         context.log_event(
             dg.AssetMaterialization(
                 context.asset_key,
                 partition=key_of[result.period.label],
-                metadata=_metadata(result, cluster),
+                metadata=partition_metadata(result, partitioned=partitioned, cluster=cluster),
             )
         )
 
@@ -370,60 +383,6 @@ def _partitions_failed(
 
 def _keys(context: dg.OutputContext) -> list[str | None]:
     return list(context.asset_partition_keys) if context.has_asset_partitions else [None]
-
-
-def _metadata(result: PeriodResult, cluster: str | None) -> dict[str, Any]:
-    written, seconds = result.written, result.seconds
-    assert written is not None, "a writing task returns its file's stats"
-    columns = [dg.TableColumn(name, dtype) for name, dtype in written.schema.items()]
-    metadata: dict[str, Any] = {
-        "dagster/row_count": written.rows,
-        "dagster/column_schema": dg.TableSchema(columns=columns),
-        "path": dg.MetadataValue.path(written.uri),
-        "size_bytes": written.bytes,
-        "task_seconds": dg.MetadataValue.float(round(seconds, 4)),
-        "ray_node": str(result.node),
-        "ray_cluster": cluster or "",
-    }
-    if written.date_min is not None:
-        metadata["date_min"] = str(written.date_min)
-        metadata["date_max"] = str(written.date_max)
-    if written.sql:
-        metadata["sql"] = dg.MetadataValue.md("\n\n".join(f"```sql\n{s}\n```" for s in written.sql))
-    return metadata
-
-
-def _record(
-    context: dg.OutputContext, per_partition: dict[str | None, dict[str, Any]], started: dt.datetime
-) -> None:
-    """Per-partition metadata on each partition's materialization, where a run records
-    them; the totals (and, outside a run, every partition's) on the output."""
-    step = getattr(context, "_step_context", None)
-    partitioned = context.has_asset_partitions
-    if partitioned and step is not None:
-        for key, metadata in per_partition.items():
-            step.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
-        context.add_output_metadata(
-            {
-                "partitions": len(per_partition),
-                "seconds": (dt.datetime.now() - started).total_seconds(),
-            }
-        )
-    elif not partitioned:
-        context.add_output_metadata(per_partition[None])
-    else:
-        context.add_output_metadata(
-            {
-                "partitions": len(per_partition),
-                "dagster/row_count": sum(m["dagster/row_count"] for m in per_partition.values()),
-                "by_partition": dg.MetadataValue.json(
-                    {
-                        k: {"rows": m["dagster/row_count"], "path": m["path"].path}
-                        for k, m in per_partition.items()
-                    }
-                ),
-            }
-        )
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ class RayResource(dg.ConfigurableResource):
     namespace: str | None = None
 
     _owned: bool = PrivateAttr(default=False)
+    _started: bool = PrivateAttr(default=False)
     _dashboard_url: str | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -51,12 +52,13 @@ class RayResource(dg.ConfigurableResource):
             **{k: v for k, v in options.items() if v is not None},
         )
         self._owned = True
+        self._started = _started_here()
         self._dashboard_url = getattr(info, "dashboard_url", None) or None
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._owned and ray.is_initialized():
             ray.shutdown()
-        self._owned = False
+        self._owned = self._started = False
 
     @property
     def cluster_address(self) -> str | None:
@@ -67,5 +69,18 @@ class RayResource(dg.ConfigurableResource):
 
     @property
     def dashboard_url(self) -> str | None:
-        """The dashboard URL, where this resource started one."""
+        """The dashboard's URL, where this resource connected and the cluster has one."""
         return self._dashboard_url
+
+    @property
+    def started_cluster(self) -> bool:
+        """Whether this resource started the cluster itself, which ends with the run."""
+        return self._started
+
+
+def _started_here() -> bool:
+    """Whether ``ray.init`` started a cluster in this process (it then hosts the head node)
+    rather than joining one. Ray offers no public way to ask; a Ray Client connection has
+    no node here and joined."""
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    return bool(getattr(node, "head", False))

@@ -22,7 +22,7 @@ class WrittenFile:
     key: str
     rows: int
     bytes: int
-    schema: dict[str, str]
+    schema: dict[str, pl.DataType]
     date_min: object
     date_max: object
     sql: tuple[str, ...]
@@ -67,7 +67,7 @@ class PartitionWriter:
             key=self.key,
             rows=frame.height,
             bytes=len(data),
-            schema={name: str(dtype) for name, dtype in frame.schema.items()},
+            schema=dict(frame.schema),
             date_min=frame[column].min() if column else None,
             date_max=frame[column].max() if column else None,
             sql=tuple(sql),
