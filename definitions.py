@@ -102,6 +102,7 @@ def partitioned_trades(name: str, partitions_def: dg.PartitionsDefinition) -> dg
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         metadata={"date_column": "ts"},
+        kinds={"polars", "ray", "parquet"},
         group_name="trades",
         description="Trades of the partition's period, read by scan_db in a Ray task.",
     )
