@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from piot_dagster.dagster.cells import cell_filter, cell_of, check_partitions
 from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.reading import Part, Wanted, load
@@ -108,7 +109,7 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         schema = obj.collect_schema()
         column = settings.date_column
         if context.has_asset_partitions:
-            work = self._partition_work(context, asset, schema, column, storage)
+            work = self._partition_work(context, asset, schema, settings, storage)
         else:
             *folders, name = context.asset_key.path
             with _naming(asset):
@@ -163,16 +164,13 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         context: dg.OutputContext,
         asset: str,
         schema: pl.Schema,
-        column: str | None,
+        settings: Settings,
         storage: Storage,
     ) -> list[tuple[Period, PeriodTask]]:
         partitions_def = context.asset_partitions_def
-        if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
-            raise TypeError(
-                f"asset {asset}: partitions must be time windows (any "
-                f"TimeWindowPartitionsDefinition, such as piot_dagster.time_partitions(...)), "
-                f"not {type(partitions_def).__name__}"
-            )
+        column = settings.date_column
+        with _naming(asset):
+            check_partitions(partitions_def)
         if column is None:
             raise ValueError(
                 f"asset {asset} is time-partitioned: set date_column on RayParquetIOManager "
@@ -185,22 +183,27 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 f"asset {asset}: date_column {column!r} {found} its frame; it needs a Date or "
                 f"Datetime column. Its columns are {schema.names()}"
             )
+        cells = [cell_of(partitions_def, key) for key in context.asset_partition_keys]
+        others = cell_filter(cells, settings.partition_columns, schema, asset)
         work = []
-        for key in context.asset_partition_keys:
-            window = partitions_def.time_window_for_partition_key(key)
+        for cell in cells:
             try:
-                period = period_of_window(window.start, window.end, dtype)
+                period = period_of_window(*cell.window, dtype)
             except ValueError as exc:
-                raise ValueError(f"asset {asset}: partition {key}: {exc}") from None
+                raise ValueError(f"asset {asset}: partition {cell.key}: {exc}") from None
             if not _INT64[0] <= period.start <= period.end <= _INT64[1]:
                 raise ValueError(
-                    f"asset {asset}: partition {key} ({period.label}) lies outside what a "
+                    f"asset {asset}: partition {cell.key} ({period.label}) lies outside what a "
                     f"{dtype} column can hold; use a coarser time unit for date_column "
                     f"{column!r}, or partitions within its range"
                 )
+            period = dataclasses.replace(period, qualifier=" ".join(cell.folders))
+            where = window_filter(column, dtype, period)
+            if others[cell.key] is not None:
+                where = where & others[cell.key]
             with _naming(asset):
-                writer = PartitionWriter(storage, storage.key(context.asset_key.path, key), column)
-            work.append((period, _writing_task(window_filter(column, dtype, period), writer)))
+                key = storage.key([*context.asset_key.path, *cell.folders], cell.name)
+            work.append((period, _writing_task(where, PartitionWriter(storage, key, column))))
         return work
 
     # -- reading ----------------------------------------------------------------------
@@ -211,21 +214,26 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         settings = self._settings(upstream.definition_metadata if upstream else None, asset)
         with _naming(asset):
             storage = self._storage(context, settings)
+            path = context.asset_key.path
             if context.has_asset_partitions:
                 partitions_def = context.asset_partitions_def
-                windows = {
-                    key: partitions_def.time_window_for_partition_key(key)  # type: ignore[union-attr]
-                    for key in context.asset_partition_keys
-                }
-                folders = context.asset_key.path
+                check_partitions(partitions_def)
+                cells = sorted(
+                    (cell_of(partitions_def, key) for key in context.asset_partition_keys),
+                    key=lambda cell: (cell.window[0], cell.folders),
+                )
                 parts = [
-                    Part(key, storage.key(folders, key), (w.start, w.end))
-                    for key, w in sorted(windows.items(), key=lambda item: item[1].start)
+                    Part(c.key, storage.key([*path, *c.folders], c.name), c.window, values=c.values)
+                    for c in cells
                 ]
+                folders = {tuple(path) + cell.folders for cell in cells}
             else:
-                *folders, name = context.asset_key.path
-                parts = [Part(asset, storage.key(folders, name))]
-            present = storage.list(folders)
+                *within, name = path
+                parts = [Part(asset, storage.key(within, name))]
+                folders = {tuple(within)}
+            present = {}
+            for folder in folders:  # one listing per folder: a symbol's, or the asset's
+                present.update(storage.list(folder))
         parts = [
             dataclasses.replace(part, size=present[part.key].stored.size)
             if part.key in present

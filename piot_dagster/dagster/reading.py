@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -39,12 +39,15 @@ _FETCH_AHEAD = 8
 @dataclass(frozen=True)
 class Part:
     """One stored partition: its name for the downstream (the partition key), its key in
-    storage, its time window (tz-aware bounds) when it has one, and its size if listed."""
+    storage, its time window (tz-aware bounds) when it has one, its size if listed, and
+    the keys of its other dimensions, which become columns where the file lacks them (as
+    a Hive reader makes them from the path)."""
 
     name: str
     key: str
     window: tuple[Any, Any] | None = None
     size: int = 0
+    values: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,15 @@ def scan(
 
 def _planned_schema(storage: Storage, parts: Sequence[Part]) -> pl.Schema:
     ends = [parts[0], parts[-1]] if len(parts) > 1 else list(parts)
-    empties = [pl.LazyFrame(schema=storage.read_schema(p.key)) for p in ends]
+    empties = [_with_values(pl.LazyFrame(schema=storage.read_schema(p.key)), p) for p in ends]
     return pl.concat(empties, how="diagonal_relaxed").collect_schema()
+
+
+def _with_values(lf: pl.LazyFrame, part: Part) -> pl.LazyFrame:
+    """``lf`` with a String column for each other-dimension key the file lacks."""
+    have = lf.collect_schema()
+    added = [pl.lit(value).alias(name) for name, value in part.values.items() if name not in have]
+    return lf.with_columns(added) if added else lf
 
 
 def _window_ns(part: Part, dtype: pl.DataType) -> tuple[int, int] | None:
@@ -186,7 +196,7 @@ def _frames(
 ) -> Iterator[pl.DataFrame]:
     for part, data in _fetched(storage, parts):
         try:
-            yield _select(parquet.decode(data), columns).collect()
+            yield _select(_with_values(parquet.decode(data), part), columns).collect()
         except ValueError as exc:
             raise ValueError(f"partition {part.name}: {exc}") from None
 
@@ -235,7 +245,7 @@ class _PartitionSource:
         for part, data in _fetched(self.storage, parts):
             if remaining == 0:
                 return
-            lf = self._conformed(parquet.decode(data), part)
+            lf = self._conformed(_with_values(parquet.decode(data), part), part)
             if remaining is None:
                 if predicate is not None:
                     lf = lf.filter(predicate)

@@ -17,7 +17,14 @@ from piot_dagster.storage import is_secret
 
 __all__ = ["OVERRIDABLE", "Settings", "resolve"]
 
-OVERRIDABLE = ("base_dir", "storage_options", "date_column", "max_concurrency", "remote_options")
+OVERRIDABLE = (
+    "base_dir",
+    "storage_options",
+    "date_column",
+    "partition_columns",
+    "max_concurrency",
+    "remote_options",
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,8 @@ class Settings:
     base_dir: str | None
     storage_options: dict[str, str] | None
     date_column: str | None
+    # The column of each non-time dimension of multi-partitions, by dimension name.
+    partition_columns: dict[str, str] | None
     max_concurrency: int
     remote_options: dict[str, Any]
 
@@ -46,10 +55,20 @@ def resolve(fields: Mapping[str, Any], metadata: Mapping[str, Any] | None, asset
     storage_options = merged["storage_options"]
     if "storage_options" in overrides and isinstance(storage_options, Mapping):
         storage_options = _from_metadata(storage_options, asset)
+    columns = merged["partition_columns"]
+    if columns is not None and (
+        not isinstance(columns, Mapping)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items())
+    ):
+        raise TypeError(
+            f"asset {asset}: partition_columns must map dimension names to column names, "
+            f"such as {{'symbol': 'symbol'}}, not {columns!r}"
+        )
     return Settings(
         base_dir=_env(merged["base_dir"], "base_dir", asset),
         storage_options=storage_options,
         date_column=merged["date_column"],
+        partition_columns=dict(columns) if columns is not None else None,
         max_concurrency=limit,
         remote_options=options,
     )

@@ -48,12 +48,17 @@ class Period:
     following: Moment
     start: int
     end: int
+    # What else tells this period's task apart from others of the same time, if anything
+    # (the other key of a multi-dimensional partition: ``symbol=SYM01``).
+    qualifier: str = ""
 
     @property
     def label(self) -> str:
-        """``2024-01-01 → 2024-01-02``, or with hours and UTC offsets for shorter periods
-        (``2024-10-27 02:00+0200 → 2024-10-27 02:00+0100``): unique within a run."""
-        return f"{_text(self.first)} → {_text(self.following)}"
+        """``2024-01-01 → 2024-01-02``, with hours and UTC offsets for shorter periods
+        (``2024-10-27 02:00+0200 → 2024-10-27 02:00+0100``) and the qualifier if any
+        (``2024-01-01 → 2024-01-02 symbol=SYM01``): unique within a run."""
+        label = f"{_text(self.first)} → {_text(self.following)}"
+        return f"{label} {self.qualifier}" if self.qualifier else label
 
 
 def _instant(moment: Moment) -> Moment:
