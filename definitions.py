@@ -1,5 +1,8 @@
 """The piot-dagster code location: trades in an embedded database, partitioned by day,
-month and year, each partition a Ray task through RayParquetIOManager.
+week, month and year, and by day x symbol, each partition a Ray task through
+RayParquetIOManager; the table as an observable source with a sensor that refreshes
+exactly the days whose rows changed; partition checks; a daily VWAP that Declarative
+Automation keeps up to date.
 
     dagster dev -f definitions.py          # the UI (or `make ui`)
     python definitions.py                   # the demo run (or `make demo`)
@@ -39,8 +42,12 @@ SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
 STEP_MINUTES = 15
 
 DAILY = time_partitions("daily", FIRST_DAY, end=END_DAY)
+WEEKLY = time_partitions("weekly", dt.date(2022, 1, 3), end=END_DAY)  # weeks start on Monday
 MONTHLY = time_partitions("monthly", FIRST_DAY, end=END_DAY)
 YEARLY = time_partitions("yearly", FIRST_DAY, end=END_DAY)
+DAY_BY_SYMBOL = dg.MultiPartitionsDefinition(
+    {"date": DAILY, "symbol": dg.StaticPartitionsDefinition(SYMBOLS)}
+)
 
 
 def synthetic_trades(first: dt.date, end: dt.date) -> pl.DataFrame:
@@ -96,13 +103,23 @@ def trades_source() -> pl.LazyFrame:
     return piot_dagster.scan_db(QUERY, connection=SOURCE)
 
 
-def partitioned_trades(name: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+# The table itself, as an observable source: its per-day data versions are what the
+# refresh sensor compares, and it gives the trades assets their lineage.
+trades_table = piot_dagster.SourceTable(
+    "trades_table", connection=SOURCE, query=QUERY, date_column="ts", partitions_def=DAILY
+)
+
+
+def partitioned_trades(
+    name: str, partitions_def: dg.PartitionsDefinition, **metadata: object
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        metadata={"date_column": "ts"},
+        metadata={"date_column": "ts", **metadata},
         kinds={"polars", "ray", "parquet"},
+        deps=[trades_table.asset],
         group_name="trades",
         description="Trades of the partition's period, read by scan_db in a Ray task.",
     )
@@ -113,17 +130,30 @@ def partitioned_trades(name: str, partitions_def: dg.PartitionsDefinition) -> dg
 
 
 trades_daily = partitioned_trades("trades_daily", DAILY)
+trades_weekly = partitioned_trades("trades_weekly", WEEKLY)
 trades_monthly = partitioned_trades("trades_monthly", MONTHLY)
 trades_yearly = partitioned_trades("trades_yearly", YEARLY)
+# Day x symbol: each cell one Ray task, its day and symbol both in scan_db's WHERE, stored
+# as trades_by_symbol/symbol=SYM01/2024-01-05.parquet.
+trades_by_symbol = partitioned_trades(
+    "trades_by_symbol", DAY_BY_SYMBOL, partition_columns={"symbol": "symbol"}
+)
 
 
 @dg.asset(
-    ins={"trades_daily": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    partitions_def=DAILY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    metadata={"date_column": "day"},
+    kinds={"polars", "ray", "parquet"},
     group_name="analytics",
+    # Recompute a day whenever its trades change, any day: eager() alone would look only
+    # at the latest day.
+    automation_condition=dg.AutomationCondition.eager().without(
+        dg.AutomationCondition.in_latest_time_window()
+    ),
 )
 def daily_vwap(trades_daily: pl.LazyFrame) -> pl.DataFrame:
-    """Volume-weighted average price and volume per symbol and day, over every
-    materialized daily partition."""
+    """Volume-weighted average price and volume per symbol, for each day of trades."""
     return (
         trades_daily.group_by(pl.col("ts").dt.date().alias("day"), "symbol")
         .agg(
@@ -136,12 +166,21 @@ def daily_vwap(trades_daily: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
-trades_daily_refresh = piot_dagster.source_change_sensor(
-    trades_daily, connection=SOURCE, query=QUERY, date_column="ts", minimum_interval_seconds=30
+trades_daily_refresh = trades_table.sensor(
+    trades_daily, name="trades_daily_source_changes", minimum_interval_seconds=30
 )
 
 defs = dg.Definitions(
-    assets=[trades_daily, trades_monthly, trades_yearly, daily_vwap],
+    assets=[
+        trades_table.asset,
+        trades_daily,
+        trades_weekly,
+        trades_monthly,
+        trades_yearly,
+        trades_by_symbol,
+        daily_vwap,
+    ],
+    asset_checks=[piot_dagster.partition_checks(trades_daily, min_rows=1)],
     jobs=[
         dg.define_asset_job("trades_daily_job", selection=[trades_daily], partitions_def=DAILY),
         dg.define_asset_job(
@@ -187,14 +226,22 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31") -> None:
     rows = sum(e.metadata["dagster/partition_row_count"].value for e in events)  # type: ignore[misc]
     seconds = time.perf_counter() - started
     vwap = dg.materialize(
-        [trades_daily, daily_vwap], selection=[daily_vwap], instance=instance, resources=resources
+        [trades_daily, daily_vwap],
+        selection=[daily_vwap],
+        instance=instance,
+        resources=resources,
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
     )
-    summary = vwap.output_for_node("daily_vwap")
+    vwap_events = vwap.asset_materializations_for_node("daily_vwap")
+    vwap_rows = sum(e.metadata["dagster/partition_row_count"].value for e in vwap_events)  # type: ignore[misc]
     folder = Path(events[0].metadata["path"].value).parent  # type: ignore[union-attr]
     print(
         f"trades_daily: {len(events)} partitions ({first} to {last}), {rows:,} rows, "
         f"one run on Ray in {seconds:.1f} s\n"
-        f"daily_vwap: {summary.height:,} rows (symbol x day)\n"
+        f"daily_vwap: {len(vwap_events)} partitions, {vwap_rows:,} rows (symbol x day)\n"
         f"files: {folder}/\n"
         f"open the UI with `make ui`, then http://127.0.0.1:3000"
     )

@@ -57,14 +57,16 @@ def write_duckdb(path: Path, frame: pl.DataFrame, table: str = "trades") -> None
     conn.close()
 
 
-def write_postgres(url: str, frame: pl.DataFrame, prefix: str = "piot_test") -> str:
-    """A fresh table named uniquely for this run, with an index on ``date``."""
+def write_postgres(
+    url: str, frame: pl.DataFrame, prefix: str = "piot_test", index: str = "date"
+) -> str:
+    """A fresh table named uniquely for this run, with an index on ``index``."""
     import adbc_driver_postgresql.dbapi
 
     table = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with adbc_driver_postgresql.dbapi.connect(url) as conn, conn.cursor() as cursor:
         cursor.adbc_ingest(table, frame.to_arrow(), mode="create")
-        cursor.execute(f'CREATE INDEX "{table}_date" ON "{table}" (date)')
+        cursor.execute(f'CREATE INDEX "{table}_{index}" ON "{table}" ("{index}")')
         cursor.execute(f'ANALYZE "{table}"')
         conn.commit()
     return table

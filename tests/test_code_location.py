@@ -2,8 +2,8 @@
 CLI, served by `dagster dev` and driven through GraphQL; and the refresh sensor."""
 
 import datetime as dt
-import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +15,6 @@ import polars as pl
 import pytest
 
 import piot_dagster
-from piot_dagster import time_partitions
 from tests.dagster_server import (
     BIN,
     ROOT,
@@ -39,13 +38,24 @@ def test_the_code_location_defines_what_the_readme_promises():
     defs = load_definitions().defs
     for name, unit in (
         ("trades_daily", "daily"),
+        ("trades_weekly", "weekly"),
         ("trades_monthly", "monthly"),
         ("trades_yearly", "yearly"),
     ):
         asset = defs.get_assets_def(name)
         assert piot_dagster.partition_unit(asset.partitions_def) == unit
         assert asset.backfill_policy == dg.BackfillPolicy.single_run()
-    assert defs.get_assets_def("daily_vwap").partitions_def is None
+        assert asset.specs_by_key[asset.key].kinds == {"polars", "ray", "parquet"}
+    by_symbol = defs.get_assets_def("trades_by_symbol").partitions_def
+    assert isinstance(by_symbol, dg.MultiPartitionsDefinition)
+    assert [d.name for d in by_symbol.partitions_defs] == ["date", "symbol"]
+    vwap = defs.get_assets_def("daily_vwap")
+    assert piot_dagster.partition_unit(vwap.partitions_def) == "daily"
+    assert vwap.specs_by_key[vwap.key].automation_condition is not None
+    assert defs.get_assets_def("trades_table").is_observable
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetKey("trades_table") in graph.get(dg.AssetKey("trades_daily")).parent_keys
+    assert len(list(graph.asset_check_keys)) == 4
     assert defs.get_sensor_def("trades_daily_source_changes")
 
 
@@ -67,97 +77,47 @@ def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(locatio
 def test_the_demo_backfills_a_quarter_and_the_downstream_asset(location_env, tmp_path):
     proc = run_cli([sys.executable, "definitions.py"], location_env, timeout=600)
     assert "trades_daily: 91 partitions (2024-01-01 to 2024-03-31), 174,720 rows" in proc.stdout
-    assert "daily_vwap: 1,820 rows" in proc.stdout
+    assert "daily_vwap: 91 partitions, 1,820 rows" in proc.stdout
     assert len(list((tmp_path / "assets" / "trades_daily").iterdir())) == 91
 
 
-# The refresh sensor ---------------------------------------------------------------------
+# Declarative Automation -----------------------------------------------------------------
 
 
-@pytest.fixture
-def source(tmp_path: Path) -> tuple[str, Path]:
-    path = tmp_path / "source.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE trades (ts TIMESTAMP, price REAL)")
-    rows = [
-        ((dt.datetime(2024, 1, 1) + dt.timedelta(hours=h)).isoformat(sep=" "), float(h))
-        for h in range(24 * 10)
-    ]
-    conn.executemany("INSERT INTO trades VALUES (?, ?)", rows)
-    conn.commit()
-    conn.close()
-    return f"sqlite:///{path}", path
-
-
-def append(path: Path, *stamps: str) -> None:
-    conn = sqlite3.connect(path)
-    conn.executemany("INSERT INTO trades VALUES (?, 1.0)", [(s,) for s in stamps])
-    conn.commit()
-    conn.close()
-
-
-def sensor_for(uri: str, unit: str = "daily") -> dg.SensorDefinition:
-    start = "2024-01-01" if unit != "yearly" else "2024"
-
-    @dg.asset(
-        partitions_def=time_partitions(unit, start), backfill_policy=dg.BackfillPolicy.single_run()
-    )
-    def trades() -> pl.LazyFrame:
-        return piot_dagster.scan_db("SELECT ts, price FROM trades", connection=uri)
-
-    return piot_dagster.source_change_sensor(
-        trades, connection=uri, query="SELECT ts, price FROM trades", date_column="ts"
-    )
-
-
-def tick(sensor: dg.SensorDefinition, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+def test_automation_recomputes_exactly_the_vwap_days_whose_trades_changed(
+    trades_db, tmp_path, monkeypatch, ray_cluster
+):
+    monkeypatch.setenv("PIOT_TRADES_DB", str(trades_db))
+    monkeypatch.setenv("PIOT_ASSET_DIR", str(tmp_path / "assets"))
+    location = load_definitions()
+    resources = location.defs.resources
+    vwap = dg.AssetKey("daily_vwap")
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, cursor=cursor)
-        result = sensor(context)
-    return list(result.run_requests or []), result.cursor
-
-
-def test_the_sensor_requests_exactly_the_partitions_whose_rows_changed(source):
-    uri, path = source
-    sensor = sensor_for(uri)
-    requests, cursor = tick(sensor, None)
-    assert requests == [], "the first tick records fingerprints and requests nothing"
-    append(path, "2024-01-05 10:30:00")
-    requests, cursor = tick(sensor, cursor)
-    assert [r.partition_key for r in requests] == ["2024-01-05"]
-    again, _ = tick(sensor, json.dumps({**json.loads(cursor), "2024-01-05": [0, ""]}))
-    assert again[0].run_key == requests[0].run_key, "the same change gives the same run key"
-    nothing, cursor = tick(sensor, cursor)
-    assert nothing == []
-
-
-def test_the_sensor_requests_one_range_run_when_many_partitions_change(source):
-    uri, path = source
-    sensor = sensor_for(uri)
-    _, cursor = tick(sensor, None)
-    append(path, "2024-01-02 01:00:00", "2024-01-07 02:00:00", "2024-01-12 00:00:00")
-    (request,), _ = tick(sensor, cursor)
-    assert request.partition_key is None
-    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2024-01-02", "2024-01-12")
-    assert request.asset_selection == [dg.AssetKey("trades")]
-
-
-def test_the_sensor_folds_days_into_monthly_partitions(source):
-    uri, path = source
-    sensor = sensor_for(uri, "monthly")
-    _, cursor = tick(sensor, None)
-    append(path, "2024-01-20 09:00:00")
-    requests, _ = tick(sensor, cursor)
-    assert [r.partition_key for r in requests] == ["2024-01-01"]
-
-
-def test_the_sensor_skips_a_tick_when_the_source_cannot_be_read(tmp_path):
-    sensor = sensor_for(f"sqlite:///{tmp_path / 'missing.db'}")
-    with dg.instance_for_test() as instance:
-        result = sensor(dg.build_sensor_context(instance=instance))
-    assert isinstance(result, dg.SkipReason)
-    assert "could not be read" in result.skip_message
+        quiet = dg.evaluate_automation_conditions(defs=location.defs, instance=instance)
+        assert quiet.total_requested == 0, "history is for backfills, not automation"
+        for day in ("2024-01-02", "2024-03-05"):
+            assert dg.materialize(
+                [location.trades_daily], partition_key=day, instance=instance, resources=resources
+            ).success
+        changed = dg.evaluate_automation_conditions(
+            defs=location.defs, instance=instance, cursor=quiet.cursor
+        )
+        assert changed.get_requested_partitions(vwap) == {"2024-01-02", "2024-03-05"}
+        for day in ("2024-01-02", "2024-03-05"):
+            assert dg.materialize(
+                [location.trades_daily, location.daily_vwap],
+                selection=[location.daily_vwap],
+                partition_key=day,
+                instance=instance,
+                resources=resources,
+            ).success
+        after = dg.evaluate_automation_conditions(
+            defs=location.defs, instance=instance, cursor=changed.cursor
+        )
+    assert after.total_requested == 0
+    stored = pl.read_parquet(tmp_path / "assets" / "daily_vwap" / "2024-03-05.parquet")
+    assert stored["day"].unique().to_list() == [dt.date(2024, 3, 5)]
+    assert stored.height == 20, "one row per symbol"
 
 
 # The UI, for real -----------------------------------------------------------------------
@@ -232,9 +192,66 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
     screenshot_partitions_page(dagster_dev_port, tmp_path)
 
 
+START_SENSOR = """
+mutation($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) {
+    __typename
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_the_sensor_turned_on_through_graphql_runs_exactly_the_changed_days(
+    location_env, trades_db, tmp_path
+):
+    from dagster_graphql import DagsterGraphQLClient
+
+    source = tmp_path / "trades.db"
+    shutil.copy(trades_db, source)
+    env = {**location_env, "PIOT_TRADES_DB": str(source)}
+    with dagster_dev(ROOT / "definitions.py", env, tmp_path / "dagster-dev.log") as port:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        selector = {
+            "repositoryLocationName": "definitions.py",
+            "repositoryName": "__repository__",
+            "sensorName": "trades_daily_source_changes",
+        }
+        wait_for(lambda: started(client, selector), "the sensor to start", timeout=120)
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            table = load_definitions().trades_table
+            wait_for(lambda: len(table.recorded(instance)) == 1096, "the first tick", 240)
+            conn = sqlite3.connect(source)
+            conn.execute("INSERT INTO trades VALUES ('2024-01-05 12:34:56', 'SYM00', 1.0, 1)")
+            conn.execute(
+                "UPDATE trades SET price = price + 1 WHERE symbol = 'SYM07' "
+                "AND ts = '2024-03-20 10:00:00'"
+            )
+            conn.commit()
+            conn.close()
+
+            def refresh_runs() -> list[dg.DagsterRun]:
+                return [r for r in instance.get_runs() if "dagster/sensor_name" in r.tags]
+
+            wait_for(
+                lambda: len(refresh_runs()) >= 2 and all(r.is_finished for r in refresh_runs()),
+                "the refresh runs",
+                timeout=300,
+            )
+            runs = refresh_runs()
+    assert sorted(r.tags["dagster/partition"] for r in runs) == ["2024-01-05", "2024-03-20"]
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    stored = pl.read_parquet(tmp_path / "assets" / "trades_daily" / "2024-01-05.parquet")
+    assert stored.height == 96 * 20 + 1, "the appended trade is in its day"
+
+
+def started(client: object, selector: dict[str, str]) -> bool:
+    result = client._execute(START_SENSOR, {"selector": selector})["startSensor"]  # type: ignore[attr-defined]
+    return result["__typename"] == "Sensor"
+
+
 def screenshot_partitions_page(port: int, tmp_path: Path) -> None:
     """The asset's partitions page renders in headless Chromium (Debian's package)."""
-    import shutil
 
     chromium = shutil.which("chromium")
     if chromium is None:

@@ -1,13 +1,18 @@
-"""The Dagster pieces: partitions, the Ray resource, the IO manager and the source sensor."""
+"""The Dagster pieces: partitions, the Ray resource, the IO manager, partition checks, and
+the source table with its refresh sensor."""
 
+from piot_dagster.dagster.checks import partition_checks
 from piot_dagster.dagster.io_manager import RayParquetIOManager
 from piot_dagster.dagster.partitions import partition_unit, time_partitions
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.source_sensor import source_change_sensor
+from piot_dagster.dagster.source_table import SourceTable
 
 __all__ = [
     "RayParquetIOManager",
     "RayResource",
+    "SourceTable",
+    "partition_checks",
     "partition_unit",
     "source_change_sensor",
     "time_partitions",

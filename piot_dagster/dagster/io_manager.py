@@ -203,7 +203,8 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 where = where & others[cell.key]
             with _naming(asset):
                 key = storage.key([*context.asset_key.path, *cell.folders], cell.name)
-            work.append((period, _writing_task(where, PartitionWriter(storage, key, column))))
+            writer = PartitionWriter(storage, key, column, (period.start, period.end))
+            work.append((period, _writing_task(where, writer)))
         return work
 
     # -- reading ----------------------------------------------------------------------

@@ -84,6 +84,10 @@ def partition_metadata(
     if written.date_min is not None:
         metadata["date_min"] = str(written.date_min)
         metadata["date_max"] = str(written.date_max)
+    if written.date_nulls is not None:
+        metadata["date_nulls"] = written.date_nulls
+    if written.outside_window is not None:
+        metadata["rows_outside_window"] = written.outside_window
     if written.sql:
         metadata["sql"] = dg.MetadataValue.md("\n\n".join(f"```sql\n{s}\n```" for s in written.sql))
     return metadata

@@ -25,13 +25,19 @@ class WrittenFile:
     schema: dict[str, pl.DataType]
     date_min: object
     date_max: object
+    # Measured while writing, for the partition checks: nulls in the date column, and
+    # rows outside the partition's window (None without a window).
+    date_nulls: int | None
+    outside_window: int | None
     sql: tuple[str, ...]
     stored: Stored
 
 
 @dataclass(frozen=True)
 class PartitionWriter:
-    """Writes one partition to ``key`` of ``storage`` and reports ``date_column``'s range.
+    """Writes one partition to ``key`` of ``storage`` and measures ``date_column``: its
+    range, its nulls and the rows outside ``window`` (the partition's bounds in the
+    column's physical unit, half-open).
 
     The token is fixed when the writer is made, not when it runs: a Ray retry overwrites
     what a killed attempt left, and the Dagster process can remove it once it gives up on
@@ -42,6 +48,7 @@ class PartitionWriter:
     storage: Storage
     key: str
     date_column: str | None
+    window: tuple[int, int] | None = None
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
@@ -62,14 +69,21 @@ class PartitionWriter:
         if stored is None:
             return None
         column = self.date_column
+        dates = frame[column] if column else None
+        outside = None
+        if dates is not None and self.window is not None:
+            physical = dates.to_physical()
+            outside = int(((physical < self.window[0]) | (physical >= self.window[1])).sum())
         return WrittenFile(
             uri=self.uri,
             key=self.key,
             rows=frame.height,
             bytes=len(data),
             schema=dict(frame.schema),
-            date_min=frame[column].min() if column else None,
-            date_max=frame[column].max() if column else None,
+            date_min=dates.min() if dates is not None else None,
+            date_max=dates.max() if dates is not None else None,
+            date_nulls=dates.null_count() if dates is not None else None,
+            outside_window=outside,
             sql=tuple(sql),
             stored=stored,
         )
