@@ -284,6 +284,20 @@ def test_duckdb_files_are_opened_read_only(duckdb_uri):
     assert Path(path).stat().st_mtime_ns == before
 
 
+def test_a_duckdb_file_is_writable_the_moment_a_plain_collect_returns(tmp_path):
+    path = tmp_path / "trades.duckdb"
+    write_duckdb(path, FRAME)
+    assert (
+        piot_dagster.scan_db("SELECT * FROM trades", connection=f"duckdb:///{path}")
+        .collect()
+        .height
+    )
+    # Outside a Ray worker no connection is kept: a writer, even in this process, gets in.
+    writer = duckdb.connect(str(path))
+    writer.execute("DELETE FROM trades")
+    writer.close()
+
+
 def test_results_stream_in_batches(sqlite_uri):
     lf = piot_dagster.scan_db("SELECT * FROM trades", connection=sqlite_uri)
     with pl.Config(streaming_chunk_size=50):

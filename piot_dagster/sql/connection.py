@@ -8,6 +8,7 @@ and every error it raises hide the password.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,17 +132,22 @@ class Connection:
         """A DB-API connection with Arrow fetching: ADBC for SQLite and PostgreSQL,
         DuckDB's own (read-only) otherwise.
 
-        Connections are reused within a process for up to ``IDLE_SECONDS`` after their
-        last use: a burst of period tasks in one Ray worker then opens the database once
-        (opening a DuckDB file costs ~15 ms). A connection that saw an error is closed.
+        In a Ray worker, connections are reused for up to ``IDLE_SECONDS`` after their
+        last use: a burst of period tasks then opens the database once (opening a DuckDB
+        file costs ~15 ms). Elsewhere (a sensor in the daemon, a plain collect) each is
+        closed at once: an idle DuckDB connection would lock writers out of the file, and
+        out of this very process, for nothing. A connection that saw an error is closed.
         """
-        connection = _POOL.take(self.uri) or self.call("could not connect", self._connect)
+        reuse = _in_ray_worker()
+        connection = (reuse and _POOL.take(self.uri)) or self.call(
+            "could not connect", self._connect
+        )
         healthy = False
         try:
             yield connection
             healthy = True
         finally:
-            if healthy:
+            if healthy and reuse:
                 _POOL.give_back(self.uri, connection)
             else:
                 connection.close()
@@ -208,6 +214,15 @@ class _Pool:
                     connection.close()
             if self._reaper is None:
                 return
+
+
+def _in_ray_worker() -> bool:
+    ray = sys.modules.get("ray")  # never imported for it: a process without Ray is no worker
+    return (
+        ray is not None
+        and ray.is_initialized()
+        and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    )
 
 
 IDLE_SECONDS = 1.0
