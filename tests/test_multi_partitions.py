@@ -4,6 +4,7 @@ real Parquet files."""
 
 import datetime as dt
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ from polars.testing import assert_frame_equal
 
 import piot_dagster
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from tests.databases import drop_postgres, write_postgres
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -42,14 +44,26 @@ def prices_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{path}"
 
 
-def source(uri: str) -> pl.LazyFrame:
-    return piot_dagster.scan_db(QUERY, connection=uri)
+@pytest.fixture(params=["sqlite", "postgres"])
+def prices_source(request: pytest.FixtureRequest, prices_uri: str) -> Iterator[tuple[str, str]]:
+    """(connection, query) over the same prices in SQLite or in PostgreSQL."""
+    if request.param == "sqlite":
+        yield prices_uri, QUERY
+        return
+    url = request.getfixturevalue("postgres_url")
+    table = write_postgres(url, source(prices_uri).collect(), prefix="piot_cells", index="ts")
+    yield url, f'SELECT ts, symbol, price FROM "{table}"'
+    drop_postgres(url, table)
 
 
-def cell(uri: str, day: str, symbol: str) -> pl.DataFrame:
+def source(uri: str, query: str = QUERY) -> pl.LazyFrame:
+    return piot_dagster.scan_db(query, connection=uri)
+
+
+def cell(uri: str, day: str, symbol: str, query: str = QUERY) -> pl.DataFrame:
     start = dt.datetime.fromisoformat(day)
     return (
-        source(uri)
+        source(uri, query)
         .filter(
             pl.col("ts").is_between(start, start + dt.timedelta(days=1), closed="left"),
             pl.col("symbol") == symbol,
@@ -58,7 +72,7 @@ def cell(uri: str, day: str, symbol: str) -> pl.DataFrame:
     )
 
 
-def mapped(uri: str, partitions_def: dg.PartitionsDefinition = DAY_BY_SYMBOL):
+def mapped(uri: str, partitions_def: dg.PartitionsDefinition = DAY_BY_SYMBOL, query: str = QUERY):
     @dg.asset(
         name="prices",
         partitions_def=partitions_def,
@@ -66,7 +80,7 @@ def mapped(uri: str, partitions_def: dg.PartitionsDefinition = DAY_BY_SYMBOL):
         metadata={"date_column": "ts", "partition_columns": {"symbol": "symbol"}},
     )
     def prices() -> pl.LazyFrame:
-        return source(uri)
+        return source(uri, query)
 
     return prices
 
@@ -88,9 +102,11 @@ def backfill(asset, tmp_path: Path, first: str, last: str, **kw) -> dg.ExecuteIn
 
 
 def test_a_two_dimensional_backfill_is_one_run_of_one_task_per_cell_in_hives_layout(
-    prices_uri, tmp_path
+    prices_source, tmp_path
 ):
-    result = backfill(mapped(prices_uri), tmp_path, "2024-01-02|SYM01", "2024-01-04|SYM02")
+    uri, query = prices_source
+    asset = mapped(uri, query=query)
+    result = backfill(asset, tmp_path, "2024-01-02|SYM01", "2024-01-04|SYM02")
 
     assert result.success
     events = result.asset_materializations_for_node("prices")
@@ -101,14 +117,14 @@ def test_a_two_dimensional_backfill_is_one_run_of_one_task_per_cell_in_hives_lay
         day, symbol = str(event.partition).split("|")
         path = tmp_path / "prices" / f"symbol={symbol}" / f"{day}.parquet"
         assert event.metadata["path"].value == str(path)
-        assert_frame_equal(pl.read_parquet(path), cell(prices_uri, day, symbol))
-        # The day's window and the symbol both reached SQLite's WHERE.
+        assert_frame_equal(pl.read_parquet(path), cell(uri, day, symbol, query))
+        # The day's window and the symbol both reached the database's WHERE.
         sql = event.metadata["sql"].value
         assert f"\"symbol\" = '{symbol}'" in sql
         assert f"'{day}" in sql
     # One table to Hive readers: Polars and DuckDB.
     expected = pl.concat(
-        [cell(prices_uri, f"2024-01-0{d}", s) for d in (2, 3, 4) for s in ("SYM01", "SYM02")]
+        [cell(uri, f"2024-01-0{d}", s, query) for d in (2, 3, 4) for s in ("SYM01", "SYM02")]
     ).sort("ts", "symbol")
     hive = pl.scan_parquet(tmp_path / "prices", hive_partitioning=True).collect()
     assert_frame_equal(hive.sort("ts", "symbol"), expected)

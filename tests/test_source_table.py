@@ -241,3 +241,17 @@ def test_source_change_sensor_is_the_one_call_form(tmp_path):
         table.run("INSERT INTO trades VALUES ('2024-04-02 01:00:00', 'C', 1.0)")
         assert requested(tick(source, sensor, instance)) == ["2024-04-02"]
     assert sensor.name == "trades_daily_source_changes"
+
+
+def test_a_password_in_the_connection_shows_nowhere():
+    table = SourceTable(
+        "trades_table",
+        connection="postgresql://reader:s3cret-pw@127.0.0.1:1/markets",
+        query=QUERY,
+        date_column="ts",
+        partitions_def=DAYS,
+    )
+    with pytest.raises(piot_dagster.DatabaseError) as error:
+        table.versions()
+    shown = [repr(table), table.asset.description or "", str(error.value)]
+    assert not [text for text in shown if "s3cret-pw" in text]

@@ -70,7 +70,7 @@ class SourceTable:
     """
 
     name: str
-    connection: str
+    connection: str = field(repr=False)  # it may hold a password
     query: str
     date_column: str
     partitions_def: dg.PartitionsDefinition
