@@ -46,14 +46,27 @@ class RayResource(dg.ConfigurableResource):
             "include_dashboard": self.include_dashboard,
             "namespace": self.namespace,
         }
-        info = ray.init(
-            address=self.address,
-            log_to_driver=False,
-            **{k: v for k, v in options.items() if v is not None},
-        )
+        info = self._connect(context, {k: v for k, v in options.items() if v is not None})
         self._owned = True
         self._started = _started_here()
         self._dashboard_url = getattr(info, "dashboard_url", None) or None
+
+    def _connect(self, context: dg.InitResourceContext, options: dict[str, Any]) -> Any:
+        # Ray Client's proxy forks a server for each connection, and that fork dies now and
+        # then (ray-project/ray#63202, a few percent of connects under load); the next
+        # connection gets a new fork. Any other failure is raised at once.
+        attempt = 1
+        while True:
+            try:
+                return ray.init(address=self.address, log_to_driver=False, **options)
+            except ConnectionAbortedError as error:
+                if _CLIENT_SERVER_DIED not in str(error) or attempt == _CLIENT_CONNECT_ATTEMPTS:
+                    raise
+            context.log.warning(
+                f"Ray Client's server for this run did not start (attempt {attempt} of "
+                f"{_CLIENT_CONNECT_ATTEMPTS}, ray-project/ray#63202): connecting again"
+            )
+            attempt += 1
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._owned and ray.is_initialized():
@@ -76,6 +89,10 @@ class RayResource(dg.ConfigurableResource):
     def started_cluster(self) -> bool:
         """Whether this resource started the cluster itself, which ends with the run."""
         return self._started
+
+
+_CLIENT_CONNECT_ATTEMPTS = 3
+_CLIENT_SERVER_DIED = "Starting Ray client server failed"
 
 
 def _started_here() -> bool:
