@@ -150,16 +150,28 @@ def unrecognised(dtype: pl.DataType) -> st.SearchStrategy[pl.Expr]:
 
 
 @st.composite
-def bounds(draw: st.DrawFn, dtype: pl.DataType) -> pl.Expr:
-    """A predicate that usually bounds the column on both sides."""
+def bounds(draw: st.DrawFn, dtype: pl.DataType, at: pl.Series | None = None) -> pl.Expr:
+    """A predicate that usually bounds the column on both sides. Some are a single point
+    (equal bounds, each ``closed``) or empty (``a < col < a``), often at one of ``at``'s
+    values so that the point holds rows."""
     lo, hi = sorted([draw(literals(dtype)), draw(literals(dtype))], key=_sort_key)
-    shape = draw(st.sampled_from(["between", "between", "pair", "negated_or", "other"]))
+    shape = draw(
+        st.sampled_from(["between", "between", "pair", "negated_or", "point", "crossed", "other"])
+    )
     if shape == "between":
         return D.is_between(lo, hi, closed=draw(st.sampled_from(["both", "left", "right", "none"])))
     if shape == "pair":
         return (D >= lo) & (pl.lit(hi) > D if not isinstance(hi, pl.Expr) else hi > D)
     if shape == "negated_or":
         return ~((D < lo) | (D > hi))
+    if shape in ("point", "crossed"):
+        held = [] if at is None else at.drop_nulls().to_list()
+        a = draw(st.sampled_from(held)) if held and draw(st.booleans()) else lo
+        if shape == "point":
+            return D.is_between(
+                a, a, closed=draw(st.sampled_from(["both", "left", "right", "none"]))
+            )
+        return (D > a) & ((a if isinstance(a, pl.Expr) else pl.lit(a)) > D)
     return draw(predicates(dtype))
 
 

@@ -186,6 +186,35 @@ def test_a_single_run_range_writes_every_partition_with_its_own_metadata(trades_
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_a_partition_its_assets_own_filter_excludes_is_stored_empty_without_reading(
+    trades_uri, tmp_path
+):
+    @dg.asset(
+        name="trades",
+        partitions_def=time_partitions("daily", "2024-01-01"),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"date_column": "ts"},
+    )
+    def until_march() -> pl.LazyFrame:
+        source = piot_dagster.scan_db("SELECT ts, price FROM trades", connection=trades_uri)
+        return source.filter(pl.col("ts") < dt.datetime(2024, 3, 1))
+
+    tags = {RANGE_START: "2024-02-28", RANGE_END: "2024-03-02"}
+    result = dg.materialize(
+        [until_march], tags=tags, resources={"io_manager": io_manager(tmp_path)}
+    )
+
+    assert result.success
+    events = {e.partition: e.metadata for e in result.asset_materializations_for_node("trades")}
+    rows = {key: m["dagster/partition_row_count"].value for key, m in events.items()}
+    assert rows == {"2024-02-28": 24, "2024-02-29": 24, "2024-03-01": 0, "2024-03-02": 0}
+    empty = stored(tmp_path, "2024-03-02")
+    assert empty.height == 0
+    assert empty.schema == pl.Schema({"ts": pl.Datetime("us"), "price": pl.Float64})
+    # Polars folds the contradiction to false; the database is asked for no row.
+    assert "WHERE FALSE" in events["2024-03-02"]["sql"].value
+
+
 def test_a_tz_aware_daily_asset_counts_dst_days_of_23_and_25_hours(trades_uri, tmp_path):
     berlin = time_partitions("daily", "2024-01-01", timezone="Europe/Berlin")
 

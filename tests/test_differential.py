@@ -72,14 +72,17 @@ def test_derived_range_contains_every_row_polars_keeps(data):
 @given(
     data=st.data(),
     unit=st.sampled_from(["daily", "weekly", "monthly", "yearly"]),
-    where=st.sampled_from(["after", "before", "both"]),
+    where=st.sampled_from(["after", "before", "both", "disjoint"]),
     return_as=st.sampled_from(["arrow", "ipc", "parquet"]),
 )
 def test_execute_on_ray_equals_plain_polars(data, unit, where, return_as):
     dtype = data.draw(date_dtypes)
     frame = data.draw(frames(dtype))
-    bound = data.draw(bounds(dtype))
-    extra = data.draw(st.one_of(st.just(pl.lit(True)), predicates(dtype)))
+    bound = data.draw(bounds(dtype, at=frame["date"]))
+    if where == "disjoint":  # the bound before the call, its negation after: no row
+        extra = ~bound
+    else:
+        extra = data.draw(st.one_of(st.just(pl.lit(True)), predicates(dtype)))
     columns = data.draw(st.sampled_from([["date", "v", "s"], ["v", "date"], ["s"]]))
     predicate = bound & extra
     expected = plain(frame, predicate)
@@ -110,10 +113,15 @@ def test_execute_on_ray_equals_plain_polars(data, unit, where, return_as):
             derived = predicate_range(
                 pushed_into_a_source(frame.schema, predicate), frame.schema, "date"
             )
+        elif where == "disjoint":
+            derived = plan_range(lf.filter(bound), "date").intersect(
+                predicate_range(pushed_into_a_source(frame.schema, extra), frame.schema, "date")
+            )
         assert where == "both" or not derived.is_bounded, str(predicate)
         event("unbounded")
         return
     event(f"rows returned: {'some' if got.height else 'none'}")
+    event(f"filters {where}")
     assert_frame_equal(got, expected)
 
 

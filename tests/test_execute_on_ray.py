@@ -163,6 +163,54 @@ def test_unbounded_filters_raise_a_clear_error_that_shows_the_fix(where):
     assert "is_between(start, end)" in str(info.value)
 
 
+A = dt.datetime(2024, 1, 10, 0, 0, 0, 1500)  # finer than a millisecond
+A_TOKYO = A.replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+NOON = dt.datetime(2024, 1, 10, 12)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize(
+    ("dtype", "empty"),
+    [
+        (pl.Datetime("us"), D.is_between(A, A, closed="left")),
+        (pl.Datetime("us"), (D > A) & (pl.lit(A) > D)),
+        (pl.Date, D.is_between(NOON, NOON)),  # no date is a noon
+        (pl.Datetime("ns", "Asia/Tokyo"), D.is_between(A_TOKYO, A_TOKYO, closed="right")),
+        (pl.Date, D.is_between(JAN1, JAN1, closed="none")),
+        (pl.Date, (D < JAN1) & (D > MAR31)),
+    ],
+    ids=["left", "crossed", "unit", "zoned", "date none", "date disjoint"],
+)
+def test_an_empty_range_is_zero_rows_of_the_schema_and_no_task(caplog, dtype, empty, where):
+    caplog.set_level(logging.INFO, logger="piot_dagster")
+    frame = daily_frame().with_columns(D.cast(dtype))
+    run = {"date_column": "date", "time_unit": "daily"}
+    lf = frame.lazy()
+    query = (
+        lf.piot.execute_on_ray(**run).filter(empty)
+        if where == "after"
+        else lf.filter(empty).piot.execute_on_ray(**run)
+    )
+    got = query.collect()
+    assert_frame_equal(got, lf.filter(empty).collect())
+    assert got.height == 0
+    assert got.schema == frame.schema
+    assert periods_run(caplog) == [], "no period task started"
+
+
+def test_filters_before_and_after_that_exclude_each_other_give_zero_rows(caplog):
+    caplog.set_level(logging.INFO, logger="piot_dagster")
+    query = (
+        daily_frame()
+        .lazy()
+        .filter(D.is_between(JAN1, MAR31))
+        .piot.execute_on_ray(date_column="date", time_unit="monthly")
+        .filter(D > MAR31)
+    )
+    assert query.collect().height == 0
+    assert periods_run(caplog) == []
+
+
 # 5. Calendar periods ---------------------------------------------------------------------
 
 

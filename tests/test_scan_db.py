@@ -191,6 +191,18 @@ def test_translatable_predicates_reach_the_database_as_a_where(source, caplog):
     assert '"qty" >= 2' in sql
 
 
+def test_a_contradiction_asks_the_database_for_no_row(source, caplog):
+    caplog.set_level(logging.DEBUG, logger="piot_dagster")
+    uri, query = source
+    lf = piot_dagster.scan_db(query, connection=uri)
+    day = dt.date(2024, 1, 5)
+    got = lf.filter(D.is_between(day, day, closed="left")).collect()
+    assert got.height == 0
+    assert got.schema == lf.collect_schema()
+    (sql,) = pushed_sql(caplog)
+    assert sql.endswith("WHERE FALSE")
+
+
 def test_an_untranslatable_and_term_is_dropped_and_the_rest_pushed(sqlite_uri, caplog):
     caplog.set_level(logging.DEBUG, logger="piot_dagster")
     lf = piot_dagster.scan_db("SELECT * FROM trades", connection=sqlite_uri)
@@ -463,6 +475,8 @@ def sql_leaves(draw: st.DrawFn, with_tz: bool) -> pl.Expr:
                 "ts",
                 "tstz",
                 "between",
+                "point",
+                "crossed",
                 "in_dates",
                 "qty",
                 "in_qty",
@@ -487,6 +501,16 @@ def sql_leaves(draw: st.DrawFn, with_tz: bool) -> pl.Expr:
     if kind == "between":
         lo, hi = sorted([draw(LITERAL_DATES), draw(LITERAL_DATES)])
         return D.is_between(lo, hi, closed=draw(st.sampled_from(["both", "left", "right", "none"])))
+    if kind == "point":  # a single point, or nothing (closed on one side or neither)
+        column, value = draw(
+            st.sampled_from([(D, draw(LITERAL_DATES)), (pl.col("ts"), draw(LITERAL_TIMES))])
+        )
+        return column.is_between(
+            value, value, closed=draw(st.sampled_from(["both", "left", "right", "none"]))
+        )
+    if kind == "crossed":  # an empty range: t > a and a > t
+        value = draw(LITERAL_TIMES)
+        return (pl.col("ts") > value) & (pl.lit(value) > pl.col("ts"))
     if kind == "in_dates":
         return D.is_in(
             pl.Series(draw(st.lists(LITERAL_DATES, max_size=4)), dtype=pl.Date).implode()

@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 __all__ = [
+    "FALSE",
     "TRUE",
     "Binary",
     "Call",
@@ -95,11 +96,15 @@ class Opaque:
 
 Expr = Column | Literal | Cast | Binary | Call | Opaque
 TRUE = Literal(True, pl.Boolean())
+FALSE = Literal(False, pl.Boolean())
 
 
 def predicate_expr(predicate: pl.Expr, schema: pl.Schema) -> Expr:
     """The typed view of ``predicate``, as Polars types it over ``schema``."""
-    return plan_constraint(pl.LazyFrame(schema=schema).filter(predicate), None)
+    # Over one row, so that a predicate Polars folds to false (its scan becomes empty)
+    # tells itself apart from one folded to true (the row stays).
+    row = pl.DataFrame(schema=schema).clear(1).lazy()
+    return plan_constraint(row.filter(predicate), None)
 
 
 def plan_constraint(lf: pl.LazyFrame, column: str | None) -> Expr:
@@ -124,9 +129,19 @@ def plan_constraint(lf: pl.LazyFrame, column: str | None) -> Expr:
     reader = _PlanReader(traverser, column)
     if column is None:
         node = traverser.view_current_node()
-        return reader.expr(node.predicate.node) if type(node).__name__ == "Filter" else TRUE
+        if type(node).__name__ == "Filter":
+            return reader.expr(node.predicate.node)
+        return FALSE if _empty_scan(node) else TRUE
     dtype = traverser.get_schema().get(column)
     return reader.node(dtype)
+
+
+def _empty_scan(node: object) -> bool:
+    """Whether ``node`` scans an in-memory frame of no rows. Polars' optimiser puts one in
+    place of a subplan whose filter it proves false, such as ``is_between(a, a, "left")``."""
+    if type(node).__name__ != "DataFrameScan":
+        return False
+    return pl.DataFrame._from_pydf(node.df).height == 0  # type: ignore[attr-defined]
 
 
 def _name(enum_value: object) -> str:
@@ -164,7 +179,7 @@ class _PlanReader:
             return self.child(node.input, dtype) if passes_through else TRUE
         if kind == "Union":
             return _all([self.child(i, dtype) for i in node.inputs], "LogicalOr")
-        return TRUE
+        return FALSE if _empty_scan(node) else TRUE
 
     def child(self, index: int, dtype: pl.DataType | None) -> Expr:
         here = self.nt.get_node()

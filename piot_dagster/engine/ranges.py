@@ -82,6 +82,10 @@ class _Ranges:
                     return _compare(_FLIP[e.op], self.instant(e.left), negated=negated)
         if isinstance(e, Call):
             return self.call(e, negated=negated)
+        if isinstance(e, Literal) and e.dtype == pl.Boolean:
+            # A filter keeps a row only where it is true: never where it is null.
+            holds = e.value is (not negated)
+            return IntervalSet.everything() if holds else IntervalSet.of([])
         return IntervalSet.everything()
 
     def call(self, e: Call, *, negated: bool) -> IntervalSet:

@@ -73,6 +73,10 @@ class _Translator:
             return None
         if isinstance(e, Call):
             return self.call(e)
+        if isinstance(e, Literal) and e.dtype == pl.Boolean and e.value is not True:
+            # Polars folds a contradiction, such as a partition's window that the query's
+            # own filter excludes, to false (or null): ask the database for no row, not all.
+            return exp.false(), True
         return None
 
     def conjunction(self, left_e: Expr, right_e: Expr) -> Pushdown | None:
