@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cloudpickle
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
@@ -329,6 +330,111 @@ def test_each_sqlite_period_query_uses_the_date_index(sqlite_uri, caplog):
     plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
     conn.close()
     assert "USING INDEX trades_date" in plan, plan
+
+
+# Every ISO-8601 spelling SQLite users store, and the instant each must read back as.
+SPELLINGS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M"]
+
+
+def spelled(t: dt.datetime, i: int) -> str:
+    """``t`` in one of the spellings that hold it exactly; midnights often as a bare date."""
+    if t.time() == dt.time() and i % 2:
+        return t.date().isoformat()
+    fits = [f for f in SPELLINGS if t.second == 0 or "%S" in f]
+    return t.strftime(fits[i % len(fits)])
+
+
+@pytest.fixture(scope="module")
+def spellings_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Every 20 minutes of January and February 2024, in mixed spellings."""
+    path = tmp_path_factory.mktemp("spellings") / "ticks.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE ticks (ts TIMESTAMP, v INTEGER)")
+    conn.execute("CREATE INDEX ticks_ts ON ticks (ts)")
+    start = dt.datetime(2024, 1, 1)
+    rows = [(spelled(start + dt.timedelta(minutes=20 * i), i), i) for i in range(60 * 72)]
+    rows += [("2024-01-31T23:59", -1), ("2024-02-01 00:00:00", -2), ("2024-02-01", -3)]
+    conn.executemany("INSERT INTO ticks VALUES (?, ?)", rows)
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+TICK_TIMES = st.one_of(
+    st.datetimes(dt.datetime(2023, 12, 30), dt.datetime(2024, 3, 2)),
+    st.dates(dt.date(2023, 12, 30), dt.date(2024, 3, 2)).map(
+        lambda d: dt.datetime.combine(d, dt.time())
+    ),
+)
+
+
+@settings(deadline=None, max_examples=examples(150))
+@given(
+    op=st.sampled_from(["<", "<=", ">", ">=", "=="]),
+    first=TICK_TIMES,
+    second=st.one_of(st.none(), TICK_TIMES),
+    closed=st.sampled_from(["both", "left", "right", "none"]),
+)
+def test_sqlite_bounds_over_mixed_spellings_equal_plain_polars(
+    spellings_uri, op, first, second, closed
+):
+    lf = piot_dagster.scan_db("SELECT ts, v FROM ticks", connection=spellings_uri)
+    ts = pl.col("ts")
+    compare = {
+        "<": ts < first,
+        "<=": ts <= first,
+        ">": ts > first,
+        ">=": ts >= first,
+        "==": ts == first,
+    }
+    predicate = (
+        compare[op] if second is None else ts.is_between(*sorted([first, second]), closed=closed)
+    )
+    expected = lf.collect().filter(predicate)
+    assert_frame_equal(lf.filter(predicate).collect().sort("v"), expected.sort("v"))
+
+
+def test_a_sqlite_bound_at_midnight_is_the_date_itself(spellings_uri, caplog):
+    caplog.set_level(logging.DEBUG, logger="piot_dagster")
+    lf = piot_dagster.scan_db("SELECT ts, v FROM ticks", connection=spellings_uri)
+    day = (pl.col("ts") >= dt.datetime(2024, 1, 31)) & (pl.col("ts") < dt.datetime(2024, 2, 1))
+    got = lf.filter(day).collect()
+    (sql,) = pushed_sql(caplog)
+    assert "\"ts\" >= '2024-01-31' AND \"ts\" < '2024-02-01'" in sql
+    # What the database hands over is the day and nothing more: 72 ticks and 23:59.
+    conn = sqlite3.connect(spellings_uri.removeprefix("sqlite:///"))
+    (fetched,) = conn.execute(f"SELECT COUNT(*) FROM ({sql})").fetchone()
+    conn.close()
+    assert fetched == got.height == 73
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_each_daily_partition_on_sqlite_fetches_only_its_day(spellings_uri, tmp_path):
+    @dg.asset(
+        partitions_def=piot_dagster.time_partitions("daily", "2024-01-01"),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"date_column": "ts"},
+    )
+    def ticks() -> pl.LazyFrame:
+        return piot_dagster.scan_db("SELECT ts, v FROM ticks", connection=spellings_uri)
+
+    manager = piot_dagster.RayParquetIOManager(
+        ray=piot_dagster.RayResource(), base_dir=str(tmp_path)
+    )
+    tags = {
+        "dagster/asset_partition_range_start": "2024-01-30",
+        "dagster/asset_partition_range_end": "2024-02-01",
+    }
+    result = dg.materialize([ticks], tags=tags, resources={"io_manager": manager})
+    conn = sqlite3.connect(spellings_uri.removeprefix("sqlite:///"))
+    fetched, stored = {}, {}
+    for event in result.asset_materializations_for_node("ticks"):
+        sql = event.metadata["sql"].value.removeprefix("```sql\n").removesuffix("\n```")
+        fetched[event.partition] = conn.execute(f"SELECT COUNT(*) FROM ({sql})").fetchone()[0]
+        stored[event.partition] = event.metadata["dagster/partition_row_count"].value
+    conn.close()
+    # 72 ticks a day; the 31st also 23:59, the 1st also its two spelled midnights.
+    assert fetched == stored == {"2024-01-30": 72, "2024-01-31": 73, "2024-02-01": 74}
 
 
 @pytest.mark.usefixtures("ray_cluster")

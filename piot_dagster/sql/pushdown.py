@@ -180,16 +180,7 @@ class _Translator:
             return None
         column = _col(name)
         if self.dialect == "sqlite":
-            # SQLite keeps dates and datetimes as text, in more than one ISO spelling
-            # ("2024-01-05 10:00", "2024-01-05T10:00:00.5"). Day-granular bounds compare
-            # correctly against every spelling, so they are sound (and use an index).
-            day = value.date() if isinstance(value, dt.datetime) else value  # type: ignore[union-attr]
-            lower = exp.GTE(this=column, expression=exp.Literal.string(day.isoformat()))
-            upper = exp.LT(
-                this=column,
-                expression=exp.Literal.string((day + dt.timedelta(days=1)).isoformat()),
-            )
-            return _bounded(op, lower, upper), False
+            return _sqlite_text_bound(column, op, literal), False
         truncated = getattr(literal.dtype, "time_unit", None) == "ns"
         if not truncated:
             return _COMPARE[op](this=column, expression=self.temporal(value)), True
@@ -226,6 +217,47 @@ class _Translator:
                 return None
             return exp.Literal.number(repr(value))
         return None
+
+
+def _sqlite_text_bound(column: exp.Column, op: str, literal: Literal) -> exp.Expression:
+    """The tightest day-granular bound implied by ``column <op> literal`` on SQLite text.
+
+    SQLite keeps dates and datetimes as text in more than one ISO-8601 spelling
+    (``2024-01-05``, ``2024-01-05 10:00``, ``2024-01-05T10:00:00.5``). Whatever the
+    spelling, the text is below ``'2024-01-05'`` exactly when its day is before the 5th,
+    and below ``'2024-01-06'`` exactly when its day is the 5th or before; past the date,
+    spellings do not order among themselves. So a bound is pushed as the day strings
+    around it (sound, and served by an index), and a bound at midnight is the day string
+    itself: ``ts < 2024-02-01 00:00`` is ``"ts" < '2024-02-01'``, which ``'2024-01-31T23:59'``
+    passes and ``'2024-02-01'`` and ``'2024-02-01 00:00:00'`` do not.
+    """
+    value = literal.value
+    day = value.date() if isinstance(value, dt.datetime) else value  # type: ignore[union-attr]
+    # A nanosecond literal is shown truncated to microseconds, so it may lie after the
+    # midnight it shows; a date is its own midnight.
+    midnight = not isinstance(value, dt.datetime) or (
+        value.time() == dt.time() and getattr(literal.dtype, "time_unit", None) != "ns"
+    )
+    this_day = exp.Literal.string(day.isoformat())  # type: ignore[union-attr]
+    next_day = exp.Literal.string((day + dt.timedelta(days=1)).isoformat())  # type: ignore[operator]
+    from_day, after_day = (
+        exp.GTE(this=column, expression=this_day),
+        exp.GTE(this=column, expression=next_day),
+    )
+    before_day, through_day = (
+        exp.LT(this=column, expression=this_day),
+        exp.LT(this=column, expression=next_day),
+    )
+    if op == "Lt":
+        return before_day if midnight else through_day
+    if op == "LtEq":
+        return through_day
+    if op == "Gt":
+        # After a date is from the next day on; after a midnight may still be that day.
+        return after_day if not isinstance(value, dt.datetime) else from_day
+    if op == "GtEq":
+        return from_day
+    return exp.and_(from_day, through_day)
 
 
 def _bounded(op: str, lower: exp.Expression, upper: exp.Expression) -> exp.Expression:
