@@ -20,6 +20,7 @@ from polars.testing import assert_frame_equal
 
 import piot_dagster
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster.dagster import progress
 from piot_dagster.errors import StorageError
 from piot_dagster.storage import open_storage
 
@@ -432,16 +433,25 @@ def test_missing_partitions_are_skipped_with_a_warning_when_allowed(trades_uri, 
 # Progress -------------------------------------------------------------------------------
 
 
-def test_per_partition_progress_reaches_the_run_log(trades_uri, tmp_path):
+def test_the_run_log_gets_progress_and_totals_not_a_line_per_partition(
+    trades_uri, tmp_path, monkeypatch
+):
+    # Every partition past the first is "a few seconds" later, so each says its progress.
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
     asset = trades_asset(trades_uri, time_partitions("daily", "2024-01-01"))
-    tags = {RANGE_START: "2024-01-01", RANGE_END: "2024-01-02"}
+    tags = {RANGE_START: "2024-01-01", RANGE_END: "2024-01-03"}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [asset], tags=tags, instance=instance, resources={"io_manager": io_manager(tmp_path)}
         )
         messages = [e.user_message for e in instance.all_logs(result.run_id)]
-    assert any("period 2024-01-01 → 2024-01-02 of 'ts': 24 rows" in m for m in messages)
-    assert any("period 2024-01-02 → 2024-01-03 of 'ts': 24 rows" in m for m in messages)
+    said = [re.sub(r"in \d+ s$", "in N s", m) for m in messages if "partitions stored" in m]
+    assert said == [
+        "asset trades: 1 of 3 partitions stored (33%) in N s",
+        "asset trades: 2 of 3 partitions stored (67%) in N s",
+    ]
+    assert any("asset trades: 3 partition(s), 72 rows, stored in" in m for m in messages)
+    assert not [m for m in messages if "period 2024-01-01" in m], "no line per partition"
 
 
 # Bad input ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from piot_dagster.dagster.cells import cell_filter, cell_of, check_partitions
 from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
+from piot_dagster.dagster.progress import Progress
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.reading import Part, Wanted, load
 from piot_dagster.dagster.settings import Settings, resolve
@@ -133,10 +134,12 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         )
         # Closed at once whatever ends the loop, even an interrupt landing between two
         # results, so the tasks in flight are stopped before the run's process exits.
+        progress = Progress(context.log, asset, len(work))
         with _bridged_logs(context.log), contextlib.closing(tasks):
             try:
                 for result in tasks:
                     results.append(result)
+                    progress.stored(len(results))
             except BaseException as exc:
                 # The partitions written (and seen) before a failure or an interrupt are
                 # recorded as materialized, so Dagster marks only the others failed. (One
@@ -396,18 +399,19 @@ def _keys(context: dg.OutputContext) -> list[str | None]:
 
 @contextlib.contextmanager
 def _bridged_logs(log: logging.Logger | Any) -> Iterator[None]:
-    """The engine's log lines (per period, stops), forwarded to the run's log."""
+    """The engine's warnings (failed periods, stops) forwarded to the run's log. Its line
+    per period stays on the ``piot_dagster`` logger: the run's log gets progress instead."""
 
     class _Bridge(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             log.log(record.levelno, record.getMessage())
 
-    handler = _Bridge(level=logging.INFO)
+    handler = _Bridge(level=logging.WARNING)
     logger = logging.getLogger("piot_dagster")
     previous = logger.level
     logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
