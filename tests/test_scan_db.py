@@ -332,7 +332,7 @@ def test_each_sqlite_period_query_uses_the_date_index(sqlite_uri, caplog):
     assert "USING INDEX trades_date" in plan, plan
 
 
-# Every ISO-8601 spelling SQLite users store, and the instant each must read back as.
+# ISO-8601 spellings of one instant that SQLite tables hold side by side.
 SPELLINGS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M"]
 
 
