@@ -54,13 +54,15 @@ class RayResource(dg.ConfigurableResource):
     def _connect(self, context: dg.InitResourceContext, options: dict[str, Any]) -> Any:
         # Ray Client's proxy forks a server for each connection, and that fork dies now and
         # then (ray-project/ray#63202, a few percent of connects under load); the next
-        # connection gets a new fork. Any other failure is raised at once.
+        # connection gets a new fork. A connect that fails anywhere but in the proxy's start
+        # of that server is raised at once.
         attempt = 1
         while True:
             try:
                 return ray.init(address=self.address, log_to_driver=False, **options)
             except ConnectionAbortedError as error:
-                if _CLIENT_SERVER_DIED not in str(error) or attempt == _CLIENT_CONNECT_ATTEMPTS:
+                died = any(sign in str(error) for sign in _CLIENT_SERVER_DIED)
+                if not died or attempt == _CLIENT_CONNECT_ATTEMPTS:
                     raise
             context.log.warning(
                 f"Ray Client's server for this run did not start (attempt {attempt} of "
@@ -92,7 +94,9 @@ class RayResource(dg.ConfigurableResource):
 
 
 _CLIENT_CONNECT_ATTEMPTS = 3
-_CLIENT_SERVER_DIED = "Starting Ray client server failed"
+# How the proxy reports the fork's death: found dead after it started, or as it started
+# (psutil's ZombieProcess raised inside start_specific_server).
+_CLIENT_SERVER_DIED = ("Starting Ray client server failed", "start_specific_server")
 
 
 def _started_here() -> bool:
