@@ -182,10 +182,9 @@ defs = dg.Definitions(
     ],
     asset_checks=[piot_dagster.partition_checks(trades_daily, min_rows=1)],
     jobs=[
-        dg.define_asset_job("trades_daily_job", selection=[trades_daily], partitions_def=DAILY),
-        dg.define_asset_job(
-            "trades_monthly_job", selection=[trades_monthly], partitions_def=MONTHLY
-        ),
+        # Partitioned as their assets are (Dagster infers it).
+        dg.define_asset_job("trades_daily_job", selection=[trades_daily]),
+        dg.define_asset_job("trades_monthly_job", selection=[trades_monthly]),
     ],
     sensors=[trades_daily_refresh],
     resources={
