@@ -69,12 +69,14 @@ def synthetic_trades(first: dt.date, end: dt.date) -> pl.DataFrame:
 def ensure_trades_db(path: Path = TRADES_DB) -> Path:
     """Build the embedded database on first use: about 2.1M trades, 2022 to 2024, 20
     symbols, indexed on the timestamp, in WAL mode so readers never wait for a writer.
-    Built aside and renamed into place, under a lock, so concurrent first users agree."""
+    Built aside and renamed into place, under a lock on its folder (a lock file would be
+    left behind), so concurrent first users agree."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         if path.exists():
             return path
         building = path.with_suffix(".building")
@@ -94,6 +96,8 @@ def ensure_trades_db(path: Path = TRADES_DB) -> Path:
         conn.commit()
         conn.close()
         os.replace(building, path)
+    finally:
+        os.close(folder)  # releases the lock
     return path
 
 

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -57,6 +58,18 @@ def test_the_code_location_defines_what_the_readme_promises():
     assert dg.AssetKey("trades_table") in graph.get(dg.AssetKey("trades_daily")).parent_keys
     assert len(list(graph.asset_check_keys)) == 4
     assert defs.get_sensor_def("trades_daily_source_changes")
+
+
+def test_concurrent_first_users_build_the_database_once_and_leave_only_it(tmp_path):
+    build = load_definitions().ensure_trades_db  # type: ignore[attr-defined]
+    path = tmp_path / "data" / "trades.db"
+    with ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(build, [path, path]))
+    assert built == [path, path]
+    assert [p.name for p in path.parent.iterdir()] == ["trades.db"], "no lock file left"
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0] > 2_000_000
+    conn.close()
 
 
 def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(location_env, tmp_path):
