@@ -215,31 +215,23 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31") -> None:
             ray=RayResource(), base_dir=os.environ.get("PIOT_ASSET_DIR")
         )
     }
+    quarter = {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+    }
+
+    def stored(assets: list[dg.AssetsDefinition], name: str) -> tuple[list, int]:
+        """One run of asset ``name`` over the quarter: its materializations and rows."""
+        run = dg.materialize(
+            assets, selection=[name], instance=instance, resources=resources, tags=quarter
+        )
+        events = run.asset_materializations_for_node(name)
+        return events, sum(e.metadata["dagster/partition_row_count"].value for e in events)  # type: ignore[misc]
+
     started = time.perf_counter()
-    backfill = dg.materialize(
-        [trades_daily],
-        instance=instance,
-        resources=resources,
-        tags={
-            "dagster/asset_partition_range_start": first,
-            "dagster/asset_partition_range_end": last,
-        },
-    )
-    events = backfill.asset_materializations_for_node("trades_daily")
-    rows = sum(e.metadata["dagster/partition_row_count"].value for e in events)  # type: ignore[misc]
+    events, rows = stored([trades_daily], "trades_daily")
     seconds = time.perf_counter() - started
-    vwap = dg.materialize(
-        [trades_daily, daily_vwap],
-        selection=[daily_vwap],
-        instance=instance,
-        resources=resources,
-        tags={
-            "dagster/asset_partition_range_start": first,
-            "dagster/asset_partition_range_end": last,
-        },
-    )
-    vwap_events = vwap.asset_materializations_for_node("daily_vwap")
-    vwap_rows = sum(e.metadata["dagster/partition_row_count"].value for e in vwap_events)  # type: ignore[misc]
+    vwap_events, vwap_rows = stored([trades_daily, daily_vwap], "daily_vwap")
     folder = Path(events[0].metadata["path"].value).parent  # type: ignore[union-attr]
     print(
         f"trades_daily: {len(events)} partitions ({first} to {last}), {rows:,} rows, "
