@@ -3,27 +3,42 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-
-.PHONY: demo ui test fuzz lint bench clean
-
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
-
 # The demo's runs land in .dagster, so `make ui` shows them afterwards.
 HOME_DIR := $(CURDIR)/.dagster
 
-demo: $(STAMP) $(HOME_DIR)/dagster.yaml
-	DAGSTER_HOME=$(HOME_DIR) $(PY) definitions.py
+.PHONY: demo ui test fuzz lint bench clean
 
-ui: $(STAMP) $(HOME_DIR)/dagster.yaml
-	DAGSTER_HOME=$(HOME_DIR) $(VENV)/bin/dagster dev -f definitions.py -h 127.0.0.1 -p 3000
+# pip's output goes to a log, shown only when the install fails. Activating the venv
+# makes `dagster` commands use this project's instance and code location by default.
+$(STAMP): pyproject.toml | $(HOME_DIR)/dagster.yaml .env
+	@echo "installing piot-dagster and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[test]'; } \
+		> $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; exit 1; }
+	@printf '\n# piot-dagster (Makefile): this project'"'"'s Dagster instance and code location\n%s\n%s\n' \
+		'export DAGSTER_HOME="$${DAGSTER_HOME:-$(HOME_DIR)}"' \
+		'export DAGSTER_PYTHON_FILE="$${DAGSTER_PYTHON_FILE:-$(CURDIR)/definitions.py}"' \
+		>> $(VENV)/bin/activate
+	@touch $(STAMP)
+
+# Token authentication is Ray's default; choosing it explicitly keeps Ray from warning
+# about it on every start.
+RAY_AUTH := RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token}
+
+demo: $(STAMP)
+	@DAGSTER_HOME=$(HOME_DIR) $(RAY_AUTH) $(PY) definitions.py $(DEMO_ARGS)
+
+ui: $(STAMP)
+	@DAGSTER_HOME=$(HOME_DIR) $(RAY_AUTH) $(VENV)/bin/dagster dev -f definitions.py -h 127.0.0.1 -p 3000
 
 $(HOME_DIR)/dagster.yaml:
-	mkdir -p $(@D)
-	printf 'telemetry:\n  enabled: false\n' > $@
+	@mkdir -p $(@D)
+	@printf 'telemetry:\n  enabled: false\n' > $@
+
+# `dagster` commands run from here use the project's instance, the one `make ui` shows:
+# Dagster reads .env from the working directory (a DAGSTER_HOME already set wins).
+.env:
+	@printf 'DAGSTER_HOME=$${DAGSTER_HOME:-%s}\n' '$(HOME_DIR)' > $@
 
 # Azurite (Azure Blob Storage) for the Azure tests, from npm. Without npm they are skipped
 # (CI, where .ci/run installs npm, fails them instead).
@@ -53,4 +68,4 @@ bench: $(STAMP)
 		../$(PY) bench_partitions.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .dagster data .node
+	rm -rf $(VENV) .pytest_cache .hypothesis .dagster data .node .env

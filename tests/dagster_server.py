@@ -2,12 +2,16 @@
 in process, the `dagster` CLI, and `dagster dev` for the tests that drive GraphQL."""
 
 import contextlib
+import fcntl
 import importlib.util
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,13 +113,55 @@ def finished(port: int, run_id: str) -> bool:
 
 
 def run_cli(
-    args: list[str], env: dict[str, str], timeout: int = 300
+    args: list[str], env: dict[str, str], timeout: int = 300, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
     return proc
+
+
+def run_on_a_terminal(args: list[str], env: dict[str, str], timeout: float = 600) -> str:
+    """``args`` run as a person runs them in a terminal: a pseudo-terminal is its
+    controlling terminal, stdin, stdout and stderr. Returns what the terminal received."""
+    controller, terminal = pty.openpty()
+
+    def attach() -> None:
+        reset_signals()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # after start_new_session's setsid
+
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        preexec_fn=attach,
+    )
+    os.close(terminal)
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([controller], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the last process holding the terminal closed it
+                break
+            if not chunk:
+                break
+            received += chunk
+        assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, received[-3000:]
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return received.decode(errors="replace")
 
 
 def materialize_cli(env: dict[str, str], asset: str, *partitions: str) -> None:

@@ -24,6 +24,7 @@ from tests.dagster_server import (
     load_definitions,
     materialize_cli,
     run_cli,
+    run_on_a_terminal,
     submit,
     wait_for,
 )
@@ -87,11 +88,81 @@ def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(locatio
     assert len(runs) == 2, "a partition range is one run"
 
 
-def test_the_demo_backfills_a_quarter_and_the_downstream_asset(location_env, tmp_path):
-    proc = run_cli([sys.executable, "definitions.py"], location_env, timeout=600)
-    assert "trades_daily: 91 partitions (2024-01-01 to 2024-03-31), 174,720 rows" in proc.stdout
-    assert "daily_vwap: 91 partitions, 1,820 rows" in proc.stdout
+def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
+    location_env, tmp_path
+):
+    shown = run_on_a_terminal([sys.executable, "definitions.py"], location_env)
+    # What stays on the screen: a bar redraws its line after each carriage return.
+    lines = [line.rsplit("\r", 1)[-1] for line in shown.replace("\r\n", "\n").split("\n")]
+    assert "trades_daily:" in shown, "a progress bar on the terminal"
+    assert "/91 [" in shown
+    assert len(lines) <= 30, shown
+    assert not [line for line in lines if "Warning" in line or "DEBUG" in line], shown
+    table = [line.split() for line in lines if line.startswith(("trades_daily ", "daily_vwap "))]
+    assert [row[:3] for row in table] == [
+        ["trades_daily", "91", "174,720"],
+        ["daily_vwap", "91", "1,820"],
+    ]
+    assert table[0][4] == f"{tmp_path / 'assets' / 'trades_daily'}/"
     assert len(list((tmp_path / "assets" / "trades_daily").iterdir())) == 91
+
+    again = run_cli([sys.executable, "definitions.py"], location_env).stdout
+    table = [line.split() for line in again.splitlines() if line.startswith(("trades_", "daily_"))]
+    assert [row[:4] for row in table] == [
+        ["trades_daily", "91", "174,720", "skipped"],
+        ["daily_vwap", "91", "1,820", "skipped"],
+    ]
+    assert "Ray:" not in again, "nothing to run: Ray is not even started"
+    with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
+        assert len(instance.get_runs()) == 2
+
+
+def test_cli_commands_run_from_the_project_use_its_dagster_home(location_env, tmp_path):
+    """`dagster asset materialize` as the README writes it, with no DAGSTER_HOME set, lands
+    its run and file where `make ui` looks; `dagster asset list` needs no -f in the venv."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "definitions.py", project)
+    subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(project),
+            "-f",
+            str(ROOT / "Makefile"),
+            ".env",
+            str(project / ".dagster" / "dagster.yaml"),
+        ],
+        check=True,
+    )
+    env = {k: v for k, v in location_env.items() if k not in ("DAGSTER_HOME", "PIOT_ASSET_DIR")}
+    dagster = str(BIN / "dagster")
+    run_cli(
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-f",
+            "definitions.py",
+            "--select",
+            "trades_monthly",
+            "--partition",
+            "2023-02-01",
+        ],
+        env,
+        cwd=project,
+    )
+    stored = project / ".dagster" / "storage" / "trades_monthly" / "2023-02-01.parquet"
+    assert pl.read_parquet(stored).height == 28 * 96 * 20
+    with dg.DagsterInstance.from_config(str(project / ".dagster")) as instance:
+        assert len(instance.get_runs()) == 1
+
+    env.pop("DAGSTER_PYTHON_FILE", None)
+    listed = run_cli(
+        ["bash", "-c", f"source {BIN / 'activate'} && cd / && dagster asset list"], env
+    ).stdout.split()
+    assert {"trades_daily", "trades_monthly", "daily_vwap"} <= set(listed)
 
 
 # Declarative Automation -----------------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
+from piot_dagster.dagster.previews import using_preview
+
 __all__ = ["partition_checks"]
 
 IN_WINDOW = "rows_in_window"
@@ -48,10 +50,11 @@ def partition_checks(
     }
     if min_rows is not None:
         described[MIN_ROWS] = f"At least {min_rows:,} rows."
-    specs = [
-        dg.AssetCheckSpec(name, asset=asset, partitions_def=partitions_def, description=text)
-        for name, text in described.items()
-    ]
+    with using_preview("partitions_def on an AssetCheckSpec"):
+        specs = [
+            dg.AssetCheckSpec(name, asset=asset, partitions_def=partitions_def, description=text)
+            for name, text in described.items()
+        ]
 
     @dg.multi_asset_check(
         specs=specs,

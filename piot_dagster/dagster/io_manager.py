@@ -135,7 +135,7 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         # Closed at once whatever ends the loop, even an interrupt landing between two
         # results, so the tasks in flight are stopped before the run's process exits.
         progress = Progress(context.log, asset, len(work))
-        with _bridged_logs(context.log), contextlib.closing(tasks):
+        with _bridged_logs(context.log), contextlib.closing(tasks), contextlib.closing(progress):
             try:
                 for result in tasks:
                     results.append(result)

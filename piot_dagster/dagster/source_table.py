@@ -29,6 +29,7 @@ from dagster._core.events import DagsterEventType
 from sqlglot import exp
 
 from piot_dagster.dagster.partitions import partition_unit
+from piot_dagster.dagster.previews import using_preview
 from piot_dagster.engine.periods import TimeUnit, period_start
 from piot_dagster.sql.connection import Connection, DatabaseError
 from piot_dagster.sql.pushdown import as_subquery, parse_query
@@ -144,18 +145,18 @@ class SourceTable:
         it; observing it records every partition's data version."""
         table = self
 
-        @dg.observable_source_asset(
-            name=self.name,
-            partitions_def=self.partitions_def,
-            description=f"The rows of `{self.query}` on {self._source.redacted}.",
-            group_name="sources",
-        )
         def _observe() -> dg.DataVersionsByPartition:
             return dg.DataVersionsByPartition(
                 {k: dg.DataVersion(v) for k, v in table.versions().items()}
             )
 
-        return _observe
+        with using_preview("`observable_source_asset`"):
+            return dg.observable_source_asset(
+                name=self.name,
+                partitions_def=self.partitions_def,
+                description=f"The rows of `{self.query}` on {self._source.redacted}.",
+                group_name="sources",
+            )(_observe)
 
     def sensor(
         self,
