@@ -28,12 +28,17 @@ RAY_AUTH := RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token}
 demo: $(STAMP)
 	@DAGSTER_HOME=$(HOME_DIR) $(RAY_AUTH) $(PY) definitions.py $(DEMO_ARGS)
 
+# One local Ray cluster for the session, which every run joins (unless RAY_ADDRESS or a
+# `ray start --head` of yours is there to use), stopped when the UI stops.
 ui: $(STAMP)
-	@DAGSTER_HOME=$(HOME_DIR) $(RAY_AUTH) $(VENV)/bin/dagster dev -f definitions.py -h 127.0.0.1 -p 3000
+	@DAGSTER_HOME=$(HOME_DIR) $(RAY_AUTH) $(PY) -m piot_dagster.dagster.session_cluster \
+		$(VENV)/bin/dagster dev -f definitions.py -h 127.0.0.1 -p 3000
 
+# The queue looks for runs to launch every second (Dagster's default: every 5 s), so a
+# run launched from the UI starts at once.
 $(HOME_DIR)/dagster.yaml:
 	@mkdir -p $(@D)
-	@printf 'telemetry:\n  enabled: false\n' > $@
+	@printf 'telemetry:\n  enabled: false\nrun_queue:\n  dequeue_interval_seconds: 1\n' > $@
 
 # `dagster` commands run from here use the project's instance, the one `make ui` shows:
 # Dagster reads .env from the working directory (a DAGSTER_HOME already set wins).

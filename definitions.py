@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import adbc_driver_sqlite.dbapi
 import dagster as dg
 import polars as pl
 import ray
@@ -81,6 +80,8 @@ def ensure_trades_db(path: Path = TRADES_DB) -> Path:
     left behind), so concurrent first users agree."""
     if path.exists():
         return path
+    import adbc_driver_sqlite.dbapi  # only to build it: loading this file stays quick
+
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = os.open(path.parent, os.O_RDONLY)
     try:

@@ -5,19 +5,45 @@ Importing the package registers the ``.piot`` LazyFrame namespace.
 
 from __future__ import annotations
 
-from piot_dagster.dagster import (
-    RayParquetIOManager,
-    RayResource,
-    SourceTable,
-    partition_checks,
-    partition_unit,
-    source_change_sensor,
-    time_partitions,
-)
+from typing import TYPE_CHECKING, Any
+
 from piot_dagster.engine import execute_on_ray
 from piot_dagster.engine import namespace as _namespace  # noqa: F401  (registers lf.piot)
 from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, UnboundedRangeError
 from piot_dagster.sql import DatabaseError, scan_db
+
+if TYPE_CHECKING:
+    from piot_dagster.dagster import (
+        RayParquetIOManager,
+        RayResource,
+        SourceTable,
+        partition_checks,
+        partition_unit,
+        source_change_sensor,
+        time_partitions,
+    )
+
+# The Dagster layer is imported on first use: every Ray worker imports this package to run
+# its task, and importing Dagster there cost each new worker about a second.
+_DAGSTER = frozenset(
+    {
+        "RayParquetIOManager",
+        "RayResource",
+        "SourceTable",
+        "partition_checks",
+        "partition_unit",
+        "source_change_sensor",
+        "time_partitions",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DAGSTER:
+        from piot_dagster import dagster
+
+        return getattr(dagster, name)
+    raise AttributeError(f"module 'piot_dagster' has no attribute {name!r}")
 
 __all__ = [
     "DatabaseError",

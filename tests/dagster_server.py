@@ -13,7 +13,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -62,11 +62,14 @@ def dagster_process(
 
 
 @contextlib.contextmanager
-def dagster_dev(location: Path, env: dict[str, str], log_path: Path) -> Iterator[int]:
-    """`dagster dev -f <location>` on a free port, once it listens."""
+def dagster_dev(
+    location: Path, env: dict[str, str], log_path: Path, launcher: Sequence[str] = ()
+) -> Iterator[int]:
+    """`dagster dev -f <location>` on a free port, once it listens; run by ``launcher``
+    (a command prefix, such as `make ui`'s) if given."""
     port = free_port()
     command = [str(BIN / "dagster"), "dev", "-f", str(location), "-h", "127.0.0.1", "-p", str(port)]
-    with dagster_process(command, env, log_path) as proc:
+    with dagster_process([*launcher, *command], env, log_path) as proc:
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -171,6 +174,15 @@ def materialize_cli(env: dict[str, str], asset: str, *partitions: str) -> None:
         [dagster, "asset", "materialize", "-f", "definitions.py", "--select", asset, *partitions],
         env,
     )
+
+
+def project_files(folder: Path) -> Path:
+    """The Dagster home and .env that the Makefile gives a project in ``folder``, made by
+    the Makefile itself; the home."""
+    home = folder / ".dagster"
+    make = ["make", "-s", "-C", str(folder), "-f", str(ROOT / "Makefile")]
+    subprocess.run([*make, ".env", str(home / "dagster.yaml")], check=True)
+    return home
 
 
 def load_definitions() -> object:

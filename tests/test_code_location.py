@@ -3,17 +3,21 @@ CLI, served by `dagster dev` and driven through GraphQL; and the refresh sensor.
 
 import datetime as dt
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import psutil
 import pytest
+import ray
 
 import piot_dagster
 from tests.dagster_server import (
@@ -23,6 +27,7 @@ from tests.dagster_server import (
     finished,
     load_definitions,
     materialize_cli,
+    project_files,
     run_cli,
     run_on_a_terminal,
     submit,
@@ -123,19 +128,7 @@ def test_cli_commands_run_from_the_project_use_its_dagster_home(location_env, tm
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "definitions.py", project)
-    subprocess.run(
-        [
-            "make",
-            "-s",
-            "-C",
-            str(project),
-            "-f",
-            str(ROOT / "Makefile"),
-            ".env",
-            str(project / ".dagster" / "dagster.yaml"),
-        ],
-        check=True,
-    )
+    home = project_files(project)
     env = {k: v for k, v in location_env.items() if k not in ("DAGSTER_HOME", "PIOT_ASSET_DIR")}
     dagster = str(BIN / "dagster")
     run_cli(
@@ -153,9 +146,9 @@ def test_cli_commands_run_from_the_project_use_its_dagster_home(location_env, tm
         env,
         cwd=project,
     )
-    stored = project / ".dagster" / "storage" / "trades_monthly" / "2023-02-01.parquet"
+    stored = home / "storage" / "trades_monthly" / "2023-02-01.parquet"
     assert pl.read_parquet(stored).height == 28 * 96 * 20
-    with dg.DagsterInstance.from_config(str(project / ".dagster")) as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         assert len(instance.get_runs()) == 1
 
     env.pop("DAGSTER_PYTHON_FILE", None)
@@ -274,6 +267,69 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
     assert all(p.exists() for p in monthly)
     assert pl.read_parquet(monthly[1]).height == 28 * 96 * 20
     screenshot_partitions_page(dagster_dev_port, tmp_path)
+
+
+SESSION_CLUSTER = [sys.executable, "-m", "piot_dagster.dagster.session_cluster"]
+
+
+def test_make_ui_keeps_one_ray_cluster_for_the_session_and_stops_it_after(location_env, tmp_path):
+    import psutil
+
+    home = project_files(tmp_path)
+    # No RAY_ADDRESS, and a Ray temp folder of its own: no cluster of this machine's to join.
+    env = {k: v for k, v in location_env.items() if k != "RAY_ADDRESS"}
+    env |= {"DAGSTER_HOME": str(home), "RAY_TMPDIR": tempfile.mkdtemp(prefix="r", dir="/tmp")}
+    log = tmp_path / "ui.log"
+    with dagster_dev(ROOT / "definitions.py", env, log, launcher=SESSION_CLUSTER) as port:
+        address = re.search(r"cluster up at (\S+);", log.read_text()).group(1)  # type: ignore[union-attr]
+        runs = [
+            submit(port, "trades_daily_job", {"dagster/partition": day})
+            for day in ("2024-02-05", "2024-02-06")
+        ]
+        for run_id in runs:
+            wait_for(lambda run_id=run_id: finished(port, run_id), "the run")
+        launcher = next(
+            p
+            for p in psutil.Process().children(recursive=True)
+            if _cmdline(p)[:3] == SESSION_CLUSTER
+        )
+        started = launcher.children(recursive=True)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert [instance.get_run_by_id(r).status for r in runs] == [
+                dg.DagsterRunStatus.SUCCESS
+            ] * 2
+            for day in ("2024-02-05", "2024-02-06"):
+                record = instance.fetch_materializations(
+                    dg.AssetRecordsFilter(
+                        asset_key=dg.AssetKey("trades_daily"), asset_partitions=[day]
+                    ),
+                    limit=1,
+                ).records[0]
+                # Both runs joined the session's cluster: it outlives them.
+                cluster = record.asset_materialization.metadata["ray_cluster"].value
+                assert cluster.rsplit(":", 1)[1] == address.rsplit(":", 1)[1]
+        assert any("gcs_server" in " ".join(_cmdline(p)) for p in started)
+    # Stopped as Ctrl-C stops `make ui`: the cluster went with it, every process of it.
+    psutil.wait_procs(started, timeout=60)
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.NoSuchProcess:  # a short-lived helper that has ended meanwhile
+        return []
+
+
+def test_make_ui_uses_a_cluster_the_user_runs_and_leaves_it_up(location_env, ray_cluster):
+    command = [
+        sys.executable,
+        "-c",
+        "import ray; ray.init(); print(ray.cluster_resources()['CPU'])",
+    ]
+    shown = run_cli([*SESSION_CLUSTER, *command], location_env).stdout
+    assert f"runs join the cluster at {location_env['RAY_ADDRESS']}, which stays up" in shown
+    assert ray.cluster_resources()["CPU"] > 0, "the user's cluster is still up"
 
 
 START_SENSOR = """
