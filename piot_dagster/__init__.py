@@ -45,6 +45,7 @@ def __getattr__(name: str) -> Any:
         return getattr(dagster, name)
     raise AttributeError(f"module 'piot_dagster' has no attribute {name!r}")
 
+
 __all__ = [
     "DatabaseError",
     "PeriodExecutionError",

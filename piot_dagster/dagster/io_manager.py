@@ -15,6 +15,7 @@ from pydantic import Field
 
 from piot_dagster.dagster.cells import cell_filter, cell_of, check_partitions
 from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
+from piot_dagster.dagster.planned import plan_each
 from piot_dagster.dagster.progress import Progress
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.reading import Part, Wanted, load
@@ -351,6 +352,8 @@ def _log_landed(
     key_of: Mapping[str, str | None],
     cluster: Cluster | None,
 ) -> None:
+    """A failing run's record: the partitions it stored as materialized, the others as
+    planned and never stored, which Dagster shows as failed once the run has failed."""
     partitioned = context.has_asset_partitions
     for result in results:
         context.log_event(
@@ -360,6 +363,8 @@ def _log_landed(
                 metadata=partition_metadata(result, partitioned=partitioned, cluster=cluster),
             )
         )
+    landed = {result.period.label for result in results}
+    plan_each(context, [k for label, k in key_of.items() if label not in landed and k is not None])
 
 
 def _not_visible(
