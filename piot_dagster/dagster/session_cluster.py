@@ -69,6 +69,11 @@ def session_cluster() -> Iterator[str]:
                 "--head",
                 f"--port={port}",
                 "--node-ip-address=127.0.0.1",
+                # Ports of its own, where Ray has fixed defaults: another Ray on this
+                # machine (a test's, a notebook's) may hold those.
+                f"--ray-client-server-port={_free_port()}",
+                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--metrics-export-port={_free_port()}",
                 "--include-dashboard=false",
                 "--disable-usage-stats",
                 "--block",
