@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.dagster_server import (
-    BIN,
-    dagster_process,
+    ROOT,
+    SESSION_CLUSTER,
+    dagster_dev,
     finished,
-    free_port,
     project_files,
     submit,
     wait_for,
@@ -46,13 +46,9 @@ def session(wrapped: bool, runs: int) -> tuple[float, list[float]]:
         "PIOT_ASSET_DIR": str(folder / "assets"),
         "RAY_AUTH_MODE": "disabled",
     }
-    port = free_port()
-    command = [str(BIN / "dagster"), "dev", "-f", "definitions.py", "-h", "127.0.0.1"]
-    command += ["-p", str(port)]
-    if wrapped:
-        command = [sys.executable, "-m", "piot_dagster.dagster.session_cluster", *command]
+    launcher = SESSION_CLUSTER if wrapped else []
     seconds = []
-    with dagster_process(command, env, folder / "dev.log"):
+    with dagster_dev(ROOT / "definitions.py", env, folder / "dev.log", launcher) as port:
         for day in DAYS[: runs + 1]:
             started = time.perf_counter()
             run_id = submit(port, "trades_daily_job", {"dagster/partition": day})

@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+# `make ui`'s launcher: one Ray cluster for a `dagster dev` session.
+SESSION_CLUSTER = [sys.executable, "-m", "piot_dagster.dagster.session_cluster"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -43,7 +43,7 @@ class Node:
 
     def raylet_pid(self) -> int:
         for pid in _descendants({self.process.pid}):
-            if "raylet/raylet" in _cmdline(pid):
+            if "raylet/raylet" in cmdline(pid):
                 return pid
         raise AssertionError("the node has no raylet")
 
@@ -101,12 +101,12 @@ class Cluster:
 
     def pids(self) -> set[int]:
         """Every process of this cluster."""
-        ours = {pid for pid in _all_pids() if str(self.temp_dir) in _cmdline(pid)}
+        ours = {pid for pid in _all_pids() if str(self.temp_dir) in cmdline(pid)}
         ours |= {n.process.pid for n in self.nodes}
         ours |= {
             pid
             for pid in _all_pids()
-            if "ray.util.client.server" in _cmdline(pid) and f":{self.port} " in _cmdline(pid)
+            if "ray.util.client.server" in cmdline(pid) and f":{self.port} " in cmdline(pid)
         }
         return _descendants(ours)
 
@@ -114,7 +114,7 @@ class Cluster:
         for node in list(self.nodes):
             self.remove(node)
         rest = self.pids()
-        gcs = {pid for pid in rest if "gcs_server" in _cmdline(pid)}
+        gcs = {pid for pid in rest if "gcs_server" in cmdline(pid)}
         _terminate(rest - gcs)
         _terminate(gcs)
         _terminate(self.pids(), signal.SIGKILL)
@@ -180,7 +180,8 @@ def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces; empty once it has ended."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:

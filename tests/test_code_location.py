@@ -23,6 +23,7 @@ import piot_dagster
 from tests.dagster_server import (
     BIN,
     ROOT,
+    SESSION_CLUSTER,
     dagster_dev,
     finished,
     load_definitions,
@@ -33,6 +34,7 @@ from tests.dagster_server import (
     submit,
     wait_for,
 )
+from tests.ray_cluster import cmdline
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -269,12 +271,7 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
     screenshot_partitions_page(dagster_dev_port, tmp_path)
 
 
-SESSION_CLUSTER = [sys.executable, "-m", "piot_dagster.dagster.session_cluster"]
-
-
 def test_make_ui_keeps_one_ray_cluster_for_the_session_and_stops_it_after(location_env, tmp_path):
-    import psutil
-
     home = project_files(tmp_path)
     # No RAY_ADDRESS, and a Ray temp folder of its own: no cluster of this machine's to join.
     env = {k: v for k, v in location_env.items() if k != "RAY_ADDRESS"}
@@ -291,7 +288,7 @@ def test_make_ui_keeps_one_ray_cluster_for_the_session_and_stops_it_after(locati
         launcher = next(
             p
             for p in psutil.Process().children(recursive=True)
-            if _cmdline(p)[:3] == SESSION_CLUSTER
+            if cmdline(p.pid).startswith(" ".join(SESSION_CLUSTER))
         )
         started = launcher.children(recursive=True)
         with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -308,17 +305,10 @@ def test_make_ui_keeps_one_ray_cluster_for_the_session_and_stops_it_after(locati
                 # Both runs joined the session's cluster: it outlives them.
                 cluster = record.asset_materialization.metadata["ray_cluster"].value
                 assert cluster.rsplit(":", 1)[1] == address.rsplit(":", 1)[1]
-        assert any("gcs_server" in " ".join(_cmdline(p)) for p in started)
+        assert any("gcs_server" in cmdline(p.pid) for p in started)
     # Stopped as Ctrl-C stops `make ui`: the cluster went with it, every process of it.
     psutil.wait_procs(started, timeout=60)
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-
-
-def _cmdline(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.NoSuchProcess:  # a short-lived helper that has ended meanwhile
-        return []
 
 
 def test_make_ui_uses_a_cluster_the_user_runs_and_leaves_it_up(location_env, ray_cluster):

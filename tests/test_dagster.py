@@ -771,6 +771,27 @@ def test_ray_resource_never_imports_ray_data_or_pandas():
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_ray_workers_import_no_dagster_and_the_package_still_offers_its_dagster_names():
+    import subprocess
+    import sys
+
+    # What a Ray worker imports to run a task, in a fresh interpreter.
+    script = (
+        "import sys, piot_dagster.engine.ray_tasks, piot_dagster.sql.scan, piot_dagster.storage;"
+        "print('dagster' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+    # The names loaded on first use are exactly the Dagster layer's public ones.
+    assert piot_dagster._DAGSTER == set(piot_dagster.dagster.__all__)
+    assert all(
+        getattr(piot_dagster, n) is getattr(piot_dagster.dagster, n) for n in piot_dagster._DAGSTER
+    )
+
+
 def test_base_dir_defaults_to_the_instance_storage_directory():
     @dg.asset
     def small() -> pl.DataFrame:
