@@ -1,11 +1,11 @@
-"""A typed view of Polars' expression and plan IR: the one module that reads internals.
+"""A typed view of Polars' expression and plan IR.
 
-Polars shows its optimised plan through ``NodeTraverser`` (private and versioned; the
-view cudf-polars uses). This module turns what it shows into a few frozen dataclasses,
-so range derivation (:mod:`piot_dagster.engine.ranges`) and SQL pushdown
-(:mod:`piot_dagster.sql.pushdown`) read one stable shape. Whatever the view cannot show
-(Python UDFs, window functions, unknown nodes) becomes :class:`Opaque`, which every
-consumer treats as "claims nothing".
+Polars shows a plan through ``NodeTraverser`` (private and versioned; the view cudf-polars
+uses). This module opens that view (:func:`view`) and turns its expressions into a few
+frozen dataclasses, so range derivation (:mod:`piot_dagster.engine.ranges`), SQL pushdown
+(:mod:`piot_dagster.sql.pushdown`) and plan rebuilding (:mod:`piot_dagster.engine.rebuild`)
+read one stable shape. Whatever the view cannot show (Python UDFs, window functions,
+unknown nodes) becomes :class:`Opaque`, which every consumer treats as "claims nothing".
 
 Tests in ``tests/test_ranges.py`` pin what this module sees on the installed Polars.
 """
@@ -26,10 +26,13 @@ __all__ = [
     "Cast",
     "Column",
     "Expr",
+    "ExprReader",
     "Literal",
     "Opaque",
+    "When",
     "plan_constraint",
     "predicate_expr",
+    "view",
 ]
 
 logger = logging.getLogger("piot_dagster")
@@ -56,16 +59,21 @@ class Literal:
     """A literal as Python values (a list for list literals) with its Polars dtype.
 
     Nanosecond datetimes are shown truncated to microseconds: consumers must widen.
+    ``series`` tells a literal Series (whose values are listed) from a scalar.
     """
 
     value: object
     dtype: pl.DataType
+    series: bool = False
 
 
 @dataclass(frozen=True)
 class Cast:
+    """``options`` as the view shows it: 0 strict, 1 non-strict, 2 wrapping numbers."""
+
     expr: Expr
     dtype: pl.DataType
+    options: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,19 @@ class Call:
     function: str
     args: tuple[Expr, ...]
     options: tuple[object, ...]
+    # What the view shows as the function's own options (None for every function seen).
+    flags: object = None
+    # The name with its namespace (``StringFunction.StartsWith``), which ``function`` drops.
+    qualified: str = ""
+
+
+@dataclass(frozen=True)
+class When:
+    """``pl.when(predicate).then(then).otherwise(otherwise)``."""
+
+    predicate: Expr
+    then: Expr
+    otherwise: Expr
 
 
 @dataclass(frozen=True)
@@ -94,7 +115,7 @@ class Opaque:
     kind: str
 
 
-Expr = Column | Literal | Cast | Binary | Call | Opaque
+Expr = Column | Literal | Cast | Binary | Call | When | Opaque
 TRUE = Literal(True, pl.Boolean())
 FALSE = Literal(False, pl.Boolean())
 
@@ -114,17 +135,8 @@ def plan_constraint(lf: pl.LazyFrame, column: str | None) -> Expr:
     through unchanged on the way; ``column=None`` reads only the plan's top filter.
     Anything unreadable contributes ``TRUE``.
     """
-    try:
-        traverser = lf._ldf.with_optimizations(_FLAGS._pyoptflags).visit()
-    except Exception:  # the plan cannot be viewed: claim nothing about it
-        logger.debug("piot_dagster: could not view a plan", exc_info=True)
-        return TRUE
-    if traverser.version()[0] != IR_MAJOR:
-        logger.warning(
-            "piot_dagster: Polars plan IR version %s is not the supported %s; filters are not read",
-            traverser.version(),
-            IR_MAJOR,
-        )
+    traverser = view(lf, _FLAGS)
+    if traverser is None:
         return TRUE
     reader = _PlanReader(traverser, column)
     if column is None:
@@ -134,6 +146,24 @@ def plan_constraint(lf: pl.LazyFrame, column: str | None) -> Expr:
         return FALSE if _empty_scan(node) else TRUE
     dtype = traverser.get_schema().get(column)
     return reader.node(dtype)
+
+
+def view(lf: pl.LazyFrame, flags: pl.QueryOptFlags) -> Any | None:
+    """Polars' IR view of ``lf`` as optimised under ``flags``, or None when the plan cannot
+    be viewed or Polars' IR is not the version this module reads."""
+    try:
+        traverser = lf._ldf.with_optimizations(flags._pyoptflags).visit()
+    except Exception:  # the plan cannot be viewed: claim nothing about it
+        logger.debug("piot_dagster: could not view a plan", exc_info=True)
+        return None
+    if traverser.version()[0] != IR_MAJOR:
+        logger.warning(
+            "piot_dagster: Polars plan IR version %s is not the supported %s; plans are not read",
+            traverser.version(),
+            IR_MAJOR,
+        )
+        return None
+    return traverser
 
 
 def _empty_scan(node: object) -> bool:
@@ -155,9 +185,43 @@ def _all(parts: list[Expr], op: str) -> Expr:
     return result
 
 
-class _PlanReader:
-    def __init__(self, traverser: Any, column: str | None) -> None:
+class ExprReader:
+    """Reads the expressions of a ``NodeTraverser`` as :data:`Expr`."""
+
+    def __init__(self, traverser: Any) -> None:
         self.nt = traverser
+
+    def expr(self, index: int) -> Expr:
+        try:
+            e = self.nt.view_expression(index)
+        except NotImplementedError as exc:  # e.g. Python UDFs
+            return Opaque(str(exc))
+        kind = type(e).__name__
+        if kind == "Column":
+            return Column(e.name)
+        if kind == "Literal":
+            series = type(e.value).__name__ == "PySeries"
+            return Literal(_python_value(e.value), e.dtype, series)
+        if kind == "Alias":
+            return self.expr(e.expr)
+        if kind == "Cast":
+            return Cast(self.expr(e.expr), e.dtype, e.options)
+        if kind == "BinaryExpr":
+            return Binary(_name(e.op), self.expr(e.left), self.expr(e.right))
+        if kind == "Function":
+            name, *options = (
+                e.function_data if isinstance(e.function_data, tuple) else (e.function_data,)
+            )
+            args = tuple(self.expr(i) for i in e.input)
+            return Call(_name(name), args, tuple(options), e.options, str(name))
+        if kind == "Ternary":
+            return When(self.expr(e.predicate), self.expr(e.truthy), self.expr(e.falsy))
+        return Opaque(kind)
+
+
+class _PlanReader(ExprReader):
+    def __init__(self, traverser: Any, column: str | None) -> None:
+        super().__init__(traverser)
         self.column = column
 
     def node(self, dtype: pl.DataType | None) -> Expr:
@@ -194,29 +258,6 @@ class _PlanReader:
             return TRUE
         finally:
             self.nt.set_node(here)
-
-    def expr(self, index: int) -> Expr:
-        try:
-            e = self.nt.view_expression(index)
-        except NotImplementedError as exc:  # e.g. Python UDFs
-            return Opaque(str(exc))
-        kind = type(e).__name__
-        if kind == "Column":
-            return Column(e.name)
-        if kind == "Literal":
-            return Literal(_python_value(e.value), e.dtype)
-        if kind == "Alias":
-            return self.expr(e.expr)
-        if kind == "Cast":
-            return Cast(self.expr(e.expr), e.dtype)
-        if kind == "BinaryExpr":
-            return Binary(_name(e.op), self.expr(e.left), self.expr(e.right))
-        if kind == "Function":
-            name, *options = (
-                e.function_data if isinstance(e.function_data, tuple) else (e.function_data,)
-            )
-            return Call(_name(name), tuple(self.expr(i) for i in e.input), tuple(options))
-        return Opaque(kind)
 
 
 def _python_value(value: object) -> object:
