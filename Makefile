@@ -41,9 +41,12 @@ $(HOME_DIR)/dagster.yaml:
 	@printf 'telemetry:\n  enabled: false\nrun_queue:\n  dequeue_interval_seconds: 1\n' > $@
 
 # `dagster` commands run from here use the project's instance, the one `make ui` shows:
-# Dagster reads .env from the working directory (a DAGSTER_HOME already set wins).
+# Dagster reads .env from the working directory (a value already set wins). They also write
+# events in batches: one INSERT for a backfill's planned events and one for its
+# materializations on PostgreSQL (README, "Large backfills"); it changes nothing else.
 .env:
-	@printf 'DAGSTER_HOME=$${DAGSTER_HOME:-%s}\n' '$(HOME_DIR)' > $@
+	@printf 'DAGSTER_HOME=$${DAGSTER_HOME:-%s}\nDAGSTER_EVENT_BATCH_SIZE=$${DAGSTER_EVENT_BATCH_SIZE:-1000}\n' \
+		'$(HOME_DIR)' > $@
 
 # Azurite (Azure Blob Storage) for the Azure tests, from npm. Without npm they are skipped
 # (CI, where .ci/run installs npm, fails them instead).

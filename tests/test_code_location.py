@@ -18,6 +18,7 @@ import polars as pl
 import psutil
 import pytest
 import ray
+from dotenv import dotenv_values
 
 import piot_dagster
 from tests.dagster_server import (
@@ -124,13 +125,21 @@ def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
         assert len(instance.get_runs()) == 2
 
 
-def test_cli_commands_run_from_the_project_use_its_dagster_home(location_env, tmp_path):
+def test_cli_commands_run_from_the_project_use_its_dagster_home(
+    location_env, tmp_path, monkeypatch
+):
     """`dagster asset materialize` as the README writes it, with no DAGSTER_HOME set, lands
-    its run and file where `make ui` looks; `dagster asset list` needs no -f in the venv."""
+    its run and file where `make ui` looks; `dagster asset list` needs no -f in the venv.
+    The same .env has Dagster write events in batches, unless the environment says
+    otherwise."""
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "definitions.py", project)
     home = project_files(project)
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    assert dotenv_values(project / ".env")["DAGSTER_EVENT_BATCH_SIZE"] == "1000"
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "50")
+    assert dotenv_values(project / ".env")["DAGSTER_EVENT_BATCH_SIZE"] == "50"
     env = {k: v for k, v in location_env.items() if k not in ("DAGSTER_HOME", "PIOT_ASSET_DIR")}
     dagster = str(BIN / "dagster")
     run_cli(

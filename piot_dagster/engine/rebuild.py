@@ -141,13 +141,7 @@ class Detached:
 
     def plan(self) -> pl.LazyFrame:
         """The plan, rebuilt over the frames."""
-        return build(self.recipe, self.frames())
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "tables": self.tables, "shapes": self.shapes}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+        return _build(self.recipe, self.frames())
 
 
 def detach(lf: pl.LazyFrame) -> Detached | None:
@@ -172,22 +166,22 @@ def detach(lf: pl.LazyFrame) -> Detached | None:
     return detached
 
 
-def build(recipe: Recipe, frames: Sequence[pl.DataFrame]) -> pl.LazyFrame:
+def _build(recipe: Recipe, frames: Sequence[pl.DataFrame]) -> pl.LazyFrame:
     """The plan ``recipe`` describes, over ``frames``."""
     if isinstance(recipe, Frame):
         return frames[recipe.index].lazy()
     if isinstance(recipe, Concat):
-        return pl.concat([build(i, frames) for i in recipe.inputs], how="vertical")
-    lf = build(recipe.input, frames)
+        return pl.concat([_build(i, frames) for i in recipe.inputs], how="vertical")
+    lf = _build(recipe.input, frames)
     if isinstance(recipe, Filter):
-        return lf.filter(polars_expr(recipe.predicate))
+        return lf.filter(_polars_expr(recipe.predicate))
     if isinstance(recipe, Select):
-        exprs = [polars_expr(e).alias(name) for name, e in recipe.exprs]
+        exprs = [_polars_expr(e).alias(name) for name, e in recipe.exprs]
         return lf.with_columns(exprs) if recipe.keep_input else lf.select(exprs)
     if isinstance(recipe, Slice):
         return lf.slice(recipe.offset, recipe.length)
     return lf.sort(
-        [polars_expr(e) for e in recipe.by],
+        [_polars_expr(e) for e in recipe.by],
         descending=list(recipe.descending),
         nulls_last=list(recipe.nulls_last),
         maintain_order=recipe.maintain_order,
@@ -324,7 +318,7 @@ def _exact_literal_dtype(dtype: pl.DataType) -> bool:
 
 
 def _check(expr: Expr) -> None:
-    """Raise :class:`_Unsupported` unless :func:`polars_expr` rebuilds ``expr`` exactly."""
+    """Raise :class:`_Unsupported` unless :func:`_polars_expr` rebuilds ``expr`` exactly."""
     if isinstance(expr, Column):
         return
     if isinstance(expr, Literal):
@@ -355,23 +349,23 @@ def _check(expr: Expr) -> None:
     raise _Unsupported(f"an expression {expr}")
 
 
-def polars_expr(expr: Expr) -> pl.Expr:
+def _polars_expr(expr: Expr) -> pl.Expr:
     """The Polars expression of a checked :data:`Expr`."""
     if isinstance(expr, Column):
         return pl.col(expr.name)
     if isinstance(expr, Literal):
         return pl.lit(expr.value, dtype=expr.dtype)
     if isinstance(expr, Cast):
-        return polars_expr(expr.expr).cast(
+        return _polars_expr(expr.expr).cast(
             expr.dtype, strict=expr.options == 0, wrap_numerical=expr.options == 2
         )
     if isinstance(expr, Binary):
-        return _BINARY[expr.op](polars_expr(expr.left), polars_expr(expr.right))
+        return _BINARY[expr.op](_polars_expr(expr.left), _polars_expr(expr.right))
     if isinstance(expr, Call):
-        return _CALLS[expr.qualified](*(polars_expr(a) for a in expr.args), *expr.options)
+        return _CALLS[expr.qualified](*(_polars_expr(a) for a in expr.args), *expr.options)
     assert isinstance(expr, When)
     return (
-        pl.when(polars_expr(expr.predicate))
-        .then(polars_expr(expr.then))
-        .otherwise(polars_expr(expr.otherwise))
+        pl.when(_polars_expr(expr.predicate))
+        .then(_polars_expr(expr.then))
+        .otherwise(_polars_expr(expr.otherwise))
     )
