@@ -864,6 +864,43 @@ def test_a_failed_backfill_shows_its_failed_partition_failed_and_the_others_stor
     }
 
 
+@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
+def test_a_backfill_whose_asset_code_raises_shows_every_partition_failed(
+    switches, monkeypatch, tmp_path
+):
+    for name, value in switches.items():
+        monkeypatch.setenv(name, value)
+    days = time_partitions("daily", "2024-01-01", end="2024-01-04")
+
+    @dg.asset(
+        partitions_def=days,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"date_column": "ts"},
+    )
+    def broken() -> pl.LazyFrame:
+        raise ValueError("the asset's own code broke")
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def after(broken: pl.DataFrame) -> pl.DataFrame:
+        return broken
+
+    keys = days.get_partition_keys()
+    with dg.instance_for_test() as instance:
+        run = dg.materialize(
+            [broken, after],
+            instance=instance,
+            resources={"io_manager": io_manager(tmp_path)},
+            tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+            raise_on_error=False,
+        )
+        assert not run.success
+        statuses = [
+            instance.get_status_by_partition(asset.key, keys, days) for asset in (broken, after)
+        ]
+    # The step that never ran (after) is failed too, as Dagster marks it per partition.
+    assert statuses == [{key: dg.AssetPartitionStatus.FAILED for key in keys}] * 2
+
+
 def test_one_failing_partition_fails_the_run_and_spares_the_others(trades_uri, tmp_path):
     marker = tmp_path / "fixed"
     # Prices are the hour index from 2023-01-01: February 2024 is hours 9504 to 10199.

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from piot_dagster.dagster.cells import cell_filter, cell_of, check_partitions
 from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
-from piot_dagster.dagster.planned import plan_each
+from piot_dagster.dagster.planned import plan_each, plan_unstored
 from piot_dagster.dagster.progress import Progress
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.reading import Part, Wanted, load
@@ -89,6 +89,12 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         "for when no alive node does (a lost node, an autoscaler adding one) before the "
         "run fails.",
     )
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # After the run's steps (in the step's process, with a multiprocess executor): a
+        # step that failed before this IO manager ran leaves no failure mark of its own.
+        if context.instance is not None and context.run is not None:
+            plan_unstored(context.instance, context.run.run_id)
 
     # -- writing ----------------------------------------------------------------------
 
