@@ -67,7 +67,7 @@ test: lint $(AZURITE)
 # A long differential search (25x the examples, a fresh random seed each time).
 fuzz: $(STAMP)
 	PIOT_FUZZ_SCALE=25 $(PY) -m pytest tests/test_differential.py tests/test_scan_db.py \
-		-k "equal or derived_range" -p no:cacheprovider
+		tests/test_rebuild.py -k "equal or derived_range or rebuilt_plan_returns" -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet connectorx  # the baseline reader, not a dependency
