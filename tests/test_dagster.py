@@ -817,12 +817,15 @@ SWITCHES = {
 }
 
 
-@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
-def test_a_failed_backfill_shows_its_failed_partition_failed_and_the_others_stored(
-    switches, monkeypatch, tmp_path
-):
-    for name, value in switches.items():
+@pytest.fixture(params=SWITCHES.values(), ids=SWITCHES.keys())
+def dagster_switches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs once per set of switches."""
+    for name, value in request.param.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("dagster_switches")
+def test_a_failed_backfill_shows_its_failed_partition_failed_and_the_others_stored(tmp_path):
     days = time_partitions("daily", "2024-01-01", end="2024-01-06")
 
     def check(v: pl.Series) -> pl.Series:
@@ -864,12 +867,8 @@ def test_a_failed_backfill_shows_its_failed_partition_failed_and_the_others_stor
     }
 
 
-@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
-def test_a_backfill_whose_asset_code_raises_shows_every_partition_failed(
-    switches, monkeypatch, tmp_path
-):
-    for name, value in switches.items():
-        monkeypatch.setenv(name, value)
+@pytest.mark.usefixtures("dagster_switches")
+def test_a_backfill_whose_asset_code_raises_shows_every_partition_failed(tmp_path):
     days = time_partitions("daily", "2024-01-01", end="2024-01-04")
 
     @dg.asset(
