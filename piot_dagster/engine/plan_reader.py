@@ -12,7 +12,9 @@ Tests in ``tests/test_ranges.py`` pin what this module sees on the installed Pol
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,7 @@ __all__ = [
     "Cast",
     "Column",
     "Expr",
-    "ExprReader",
+    "IRReader",
     "Literal",
     "Opaque",
     "When",
@@ -185,11 +187,22 @@ def _all(parts: list[Expr], op: str) -> Expr:
     return result
 
 
-class ExprReader:
-    """Reads the expressions of a ``NodeTraverser`` as :data:`Expr`."""
+class IRReader:
+    """Reads a ``NodeTraverser``: its expressions as :data:`Expr`, and its nodes one by one
+    (:meth:`at`)."""
 
     def __init__(self, traverser: Any) -> None:
         self.nt = traverser
+
+    @contextlib.contextmanager
+    def at(self, index: int) -> Iterator[None]:
+        """The traverser on node ``index`` for the ``with`` block, then back where it was."""
+        here = self.nt.get_node()
+        self.nt.set_node(index)
+        try:
+            yield
+        finally:
+            self.nt.set_node(here)
 
     def expr(self, index: int) -> Expr:
         try:
@@ -219,7 +232,7 @@ class ExprReader:
         return Opaque(kind)
 
 
-class _PlanReader(ExprReader):
+class _PlanReader(IRReader):
     def __init__(self, traverser: Any, column: str | None) -> None:
         super().__init__(traverser)
         self.column = column
@@ -246,18 +259,16 @@ class _PlanReader(ExprReader):
         return FALSE if _empty_scan(node) else TRUE
 
     def child(self, index: int, dtype: pl.DataType | None) -> Expr:
-        here = self.nt.get_node()
-        self.nt.set_node(index)
-        try:
-            # A child that does not carry the column under the same dtype says nothing of it.
-            if self.nt.get_schema().get(self.column) != dtype:
+        with self.at(index):
+            try:
+                # A child that does not carry the column under the same dtype says nothing
+                # of it.
+                if self.nt.get_schema().get(self.column) != dtype:
+                    return TRUE
+                return self.node(dtype)
+            except Exception:  # a node the IR view cannot show: this subtree claims nothing
+                logger.debug("piot_dagster: unreadable plan node", exc_info=True)
                 return TRUE
-            return self.node(dtype)
-        except Exception:  # a node the IR view cannot show: this subtree claims nothing
-            logger.debug("piot_dagster: unreadable plan node", exc_info=True)
-            return TRUE
-        finally:
-            self.nt.set_node(here)
 
 
 def _python_value(value: object) -> object:

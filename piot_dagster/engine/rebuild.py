@@ -45,7 +45,7 @@ from piot_dagster.engine.plan_reader import (
     Cast,
     Column,
     Expr,
-    ExprReader,
+    IRReader,
     Literal,
     When,
     view,
@@ -213,7 +213,7 @@ def _shape(frame: pl.DataFrame) -> _FrameShape:
     return _FrameShape(frame.schema, frame.height, sorted_columns)
 
 
-class _RecipeReader(ExprReader):
+class _RecipeReader(IRReader):
     def __init__(self, traverser: Any) -> None:
         super().__init__(traverser)
         self.frames: list[pl.DataFrame] = []
@@ -251,12 +251,8 @@ class _RecipeReader(ExprReader):
         raise _Unsupported(f"a {kind} node")
 
     def child(self, index: int) -> Recipe:
-        here = self.nt.get_node()
-        self.nt.set_node(index)
-        try:
+        with self.at(index):
             return self.node()
-        finally:
-            self.nt.set_node(here)
 
     def checked(self, index: int) -> Expr:
         expr = self.expr(index)
