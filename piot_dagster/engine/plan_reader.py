@@ -12,9 +12,7 @@ Tests in ``tests/test_ranges.py`` pin what this module sees on the installed Pol
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +26,7 @@ __all__ = [
     "Cast",
     "Column",
     "Expr",
-    "IRReader",
+    "ExprReader",
     "Literal",
     "Opaque",
     "When",
@@ -187,22 +185,11 @@ def _all(parts: list[Expr], op: str) -> Expr:
     return result
 
 
-class IRReader:
-    """Reads a ``NodeTraverser``: its expressions as :data:`Expr`, and its nodes one by one
-    (:meth:`at`)."""
+class ExprReader:
+    """Reads the expressions of a ``NodeTraverser`` as :data:`Expr`."""
 
     def __init__(self, traverser: Any) -> None:
         self.nt = traverser
-
-    @contextlib.contextmanager
-    def at(self, index: int) -> Iterator[None]:
-        """The traverser on node ``index`` for the ``with`` block, then back where it was."""
-        here = self.nt.get_node()
-        self.nt.set_node(index)
-        try:
-            yield
-        finally:
-            self.nt.set_node(here)
 
     def expr(self, index: int) -> Expr:
         try:
@@ -232,7 +219,7 @@ class IRReader:
         return Opaque(kind)
 
 
-class _PlanReader(IRReader):
+class _PlanReader(ExprReader):
     def __init__(self, traverser: Any, column: str | None) -> None:
         super().__init__(traverser)
         self.column = column
@@ -259,16 +246,18 @@ class _PlanReader(IRReader):
         return FALSE if _empty_scan(node) else TRUE
 
     def child(self, index: int, dtype: pl.DataType | None) -> Expr:
-        with self.at(index):
-            try:
-                # A child that does not carry the column under the same dtype says nothing
-                # of it.
-                if self.nt.get_schema().get(self.column) != dtype:
-                    return TRUE
-                return self.node(dtype)
-            except Exception:  # a node the IR view cannot show: this subtree claims nothing
-                logger.debug("piot_dagster: unreadable plan node", exc_info=True)
+        here = self.nt.get_node()
+        self.nt.set_node(index)
+        try:
+            # A child that does not carry the column under the same dtype says nothing of it.
+            if self.nt.get_schema().get(self.column) != dtype:
                 return TRUE
+            return self.node(dtype)
+        except Exception:  # a node the IR view cannot show: this subtree claims nothing
+            logger.debug("piot_dagster: unreadable plan node", exc_info=True)
+            return TRUE
+        finally:
+            self.nt.set_node(here)
 
 
 def _python_value(value: object) -> object:

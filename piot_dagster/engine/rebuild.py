@@ -45,7 +45,7 @@ from piot_dagster.engine.plan_reader import (
     Cast,
     Column,
     Expr,
-    IRReader,
+    ExprReader,
     Literal,
     When,
     view,
@@ -213,7 +213,7 @@ def _shape(frame: pl.DataFrame) -> _FrameShape:
     return _FrameShape(frame.schema, frame.height, sorted_columns)
 
 
-class _RecipeReader(IRReader):
+class _RecipeReader(ExprReader):
     def __init__(self, traverser: Any) -> None:
         super().__init__(traverser)
         self.frames: list[pl.DataFrame] = []
@@ -251,8 +251,12 @@ class _RecipeReader(IRReader):
         raise _Unsupported(f"a {kind} node")
 
     def child(self, index: int) -> Recipe:
-        with self.at(index):
+        here = self.nt.get_node()
+        self.nt.set_node(index)
+        try:
             return self.node()
+        finally:
+            self.nt.set_node(here)
 
     def checked(self, index: int) -> Expr:
         expr = self.expr(index)
