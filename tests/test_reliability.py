@@ -2,6 +2,8 @@
 of one partition file, and the permissions of what is written."""
 
 import datetime as dt
+import itertools
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +22,8 @@ import pytest
 import ray
 
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster.engine import ray_tasks
+from piot_dagster.engine.periods import period_of_window, window_filter
 from piot_dagster.storage import PartitionWriter, open_storage
 from tests import slow_location
 from tests.dagster_server import BIN, ROOT, dagster_dev, finished, reset_signals, submit, wait_for
@@ -239,6 +243,71 @@ def test_ctrl_c_during_a_collect_stops_the_tasks_in_flight(tmp_path, ray_cluster
     # 20 submitted at once were skipped.
     assert count(events, "start") <= 6
     assert_no_task_runs_on(events)
+
+
+def slow_run(events: Path) -> ray_tasks.Fanout:
+    """A run of one-second daily tasks over the slow prices, at most four in flight."""
+    plan = slow_location.prices(1).lazy().with_columns(version=slow_location.slowly(str(events)))
+    dtype = pl.Datetime("us")
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    days = [start + dt.timedelta(days=n) for n in range(slow_location.DAYS + 1)]
+    work = [
+        (period, ray_tasks.PeriodTask(window_filter("ts", dtype, period), None, None, "arrow"))
+        for period in (period_of_window(a, b, dtype) for a, b in itertools.pairwise(days))
+    ]
+    return ray_tasks.run(
+        ray_tasks.ShippedPlan(plan),
+        work,
+        column="ts",
+        schema=plan.collect_schema(),
+        options=ray_tasks.check_remote_options(None),
+        max_concurrency=4,
+    )
+
+
+def stop_levels(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.levelname for r in caplog.records if "stopped the Ray tasks of" in r.getMessage()]
+
+
+def assert_stopped(events: Path) -> None:
+    """The tasks running at the stop finish their query; none of the rest starts."""
+    time.sleep(2 * slow_location.TASK_SECONDS)
+    assert_no_task_runs_on(events)
+    assert count(events, "start") <= 6, "the tasks not yet started were skipped"
+
+
+def test_a_run_whose_reader_has_enough_rows_stops_its_tasks_quietly(tmp_path, ray_cluster, caplog):
+    caplog.set_level(logging.DEBUG, logger="piot_dagster")
+    with slow_run(tmp_path / "events") as results:
+        next(results)
+    assert stop_levels(caplog) == ["DEBUG"]
+    assert_stopped(tmp_path / "events")
+
+
+def interrupted_in_the_block(events: Path) -> None:
+    with slow_run(events) as results:
+        next(results)
+        raise KeyboardInterrupt
+
+
+def interrupted_before_the_block(events: Path) -> None:
+    results = slow_run(events)
+    next(results)
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("reader", [interrupted_in_the_block, interrupted_before_the_block])
+def test_an_interrupt_wherever_it_lands_stops_the_tasks_and_warns(
+    tmp_path, ray_cluster, caplog, reader
+):
+    # Polars raises Ctrl-C in whatever Python code its source thread runs: in the reader's
+    # own lines between two results, or in a frame cut short before its with block could
+    # end the run, which the garbage collector then closes.
+    caplog.set_level(logging.DEBUG, logger="piot_dagster")
+    with pytest.raises(KeyboardInterrupt):
+        reader(tmp_path / "events")
+    assert stop_levels(caplog) == ["WARNING"]
+    assert_stopped(tmp_path / "events")
 
 
 @pytest.fixture

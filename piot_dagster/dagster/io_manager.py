@@ -129,20 +129,23 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         started = dt.datetime.now()
         key_of = {period.label: key for key, (period, _) in zip(_keys(context), work, strict=True)}
         results: list[PeriodResult] = []
-        tasks = run(
-            ShippedPlan(obj),
-            work,
-            column=column or asset,
-            schema=schema,
-            options=settings.remote_options,
-            max_concurrency=settings.max_concurrency,
-            keep_going=True,
-            infeasible_timeout_s=self.infeasible_timeout_s,
-        )
-        # Closed at once whatever ends the loop, even an interrupt landing between two
-        # results, so the tasks in flight are stopped before the run's process exits.
         progress = Progress(context.log, asset, len(work))
-        with _bridged_logs(context.log), contextlib.closing(tasks), contextlib.closing(progress):
+        # The run ends with its block, whatever ends the loop, even an interrupt landing
+        # between two results, so the tasks in flight stop before the run's process exits.
+        with (
+            _bridged_logs(context.log),
+            run(
+                ShippedPlan(obj),
+                work,
+                column=column or asset,
+                schema=schema,
+                options=settings.remote_options,
+                max_concurrency=settings.max_concurrency,
+                keep_going=True,
+                infeasible_timeout_s=self.infeasible_timeout_s,
+            ) as tasks,
+            contextlib.closing(progress),
+        ):
             try:
                 for result in tasks:
                     results.append(result)

@@ -192,17 +192,22 @@ class _PeriodSource:
             for period in periods
         ]
         remaining = n_rows
-        results = run(
-            self.plan,
-            work,
-            column=self.column,
-            schema=self.schema,
-            options=self.options,
-            max_concurrency=self.max_concurrency,
-        )
-        with tqdm(
-            total=len(periods), unit="period", desc="piot", disable=None, delay=2, leave=False
-        ) as progress:
+        # The run's block is outermost, so it sees whatever ends this frame: its own head
+        # met or Polars closing the source (GeneratorExit), or an interrupt that Polars
+        # raises in any line here or in the progress bar.
+        with (
+            run(
+                self.plan,
+                work,
+                column=self.column,
+                schema=self.schema,
+                options=self.options,
+                max_concurrency=self.max_concurrency,
+            ) as results,
+            tqdm(
+                total=len(periods), unit="period", desc="piot", disable=None, delay=2, leave=False
+            ) as progress,
+        ):
             for result in results:
                 progress.update()
                 frame = result.frame
@@ -214,7 +219,7 @@ class _PeriodSource:
                         frame = frame.filter(predicate)
                 yield from slices(frame, batch_size)
                 if remaining == 0:
-                    break
+                    return
 
     def periods(self, values: IntervalSet) -> list[Period]:
         if not values.is_bounded:

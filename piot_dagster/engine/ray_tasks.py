@@ -15,9 +15,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from types import TracebackType
 from typing import Any, Protocol
 
 import polars as pl
@@ -35,6 +36,7 @@ from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, li
 
 __all__ = [
     "DEFAULT_REMOTE_OPTIONS",
+    "Fanout",
     "PeriodResult",
     "PeriodTask",
     "ShippedPlan",
@@ -222,14 +224,15 @@ def run(
     max_concurrency: int,
     keep_going: bool = False,
     infeasible_timeout_s: float = 60.0,
-) -> Iterator[PeriodResult]:
-    """Run every period's task, yielding its result in period order, each logged.
+) -> Fanout:
+    """Run every period's task, giving its result in period order, each logged: iterate the
+    :class:`Fanout` in its ``with`` block, whose end ends the run.
 
     A result is yielded as soon as it and all earlier ones are ready. At most
     ``max_concurrency`` tasks are submitted and not yet consumed, which also bounds the
     results the driver holds. A failed task raises :class:`PeriodExecutionError` at
     once, or, with ``keep_going`` (tasks that write their own files), after every other
-    period has run. Any other exit (closed early, a failure, Ctrl-C, SIGTERM, a
+    period has run. Any other end (enough rows read, a failure, Ctrl-C, SIGTERM, a
     terminated Dagster run) stops the tasks in flight: those not started skip their work,
     running ones finish their query and replace no file.
 
@@ -237,6 +240,82 @@ def run(
     offered) would wait in Ray forever: after ``infeasible_timeout_s`` without such a
     node, every period not yet done fails.
     """
+    satisfied = threading.Event()
+    results = _results(
+        plan,
+        work,
+        column=column,
+        schema=schema,
+        options=options,
+        max_concurrency=max_concurrency,
+        keep_going=keep_going,
+        infeasible_timeout_s=infeasible_timeout_s,
+        satisfied=satisfied,
+    )
+    return Fanout(results, satisfied)
+
+
+class Fanout:
+    """The results of :func:`run`, in period order; leaving its ``with`` block ends the run.
+
+    How the block ends says why the tasks still in flight stop, and so how that is
+    reported. Normally, or by ``GeneratorExit`` (whoever reads the rows has all it wants:
+    a ``head()`` met), they stop quietly. By any other exception (a failure, or Ctrl-C,
+    which Polars raises in whatever Python code its source thread runs) the exception goes
+    into the run, which stops them and warns. The reason is passed, never guessed from how
+    the run's generator is closed: a run whose block never ended (a frame cut short
+    before its ``with``) is closed later by the garbage collector, and warned about too.
+    """
+
+    def __init__(
+        self, results: Generator[PeriodResult, None, None], satisfied: threading.Event
+    ) -> None:
+        # The flag is shared, not this object, so the generator holds no cycle back to it
+        # and is closed the moment its last reference goes.
+        self._results = results
+        self._satisfied = satisfied
+
+    def __iter__(self) -> Fanout:
+        return self
+
+    def __next__(self) -> PeriodResult:
+        return next(self._results)
+
+    def __enter__(self) -> Fanout:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, GeneratorExit):
+            self._satisfied.set()
+            self._results.close()
+            return
+        if self._results.gi_frame is None:
+            return  # the run raised this itself, and stopped its tasks as it did
+        try:
+            self._results.throw(exc)
+        except BaseException as raised:
+            if raised is not exc:
+                raise
+        # The block's own exception goes on from its with statement.
+
+
+def _results(
+    plan: ShippedPlan,
+    work: list[tuple[Period, PeriodTask]],
+    *,
+    column: str,
+    schema: pl.Schema,
+    options: Mapping[str, Any],
+    max_concurrency: int,
+    keep_going: bool,
+    infeasible_timeout_s: float,
+    satisfied: threading.Event,
+) -> Generator[PeriodResult, None, None]:
     require_ray()
     sweep()
     remote = _run_period.options(**options)
@@ -293,15 +372,15 @@ def run(
                     seconds,
                 )
                 yield result
-        except BaseException as exc:
-            # Closed early (a head() met), a failed period, or an interrupt (Ctrl-C, SIGTERM, a
+        except BaseException:
+            # Ended early (a head() met), a failed period, or an interrupt (Ctrl-C, SIGTERM, a
             # Dagster run terminated): the tasks in flight skip or drop their work. Tasks that
             # no node can run are not waited for.
             _stop(
                 pending,
                 stop,
                 column,
-                expected=isinstance(exc, GeneratorExit),
+                expected=satisfied.is_set(),
                 wait=not feasibility.stranded,
             )
             raise
