@@ -2,7 +2,8 @@
 week, month and year, and by day x symbol, each partition a Ray task through
 RayParquetIOManager; the table as an observable source with a sensor that refreshes
 exactly the days whose rows changed; partition checks; a daily VWAP that Declarative
-Automation keeps up to date.
+Automation keeps up to date; and a summary of every stored day, which reads all of
+trades_daily's partitions as one frame.
 
     dagster dev -f definitions.py          # the UI (or `make ui`)
     python definitions.py                   # the demo run (or `make demo`)
@@ -179,6 +180,42 @@ def daily_vwap(trades_daily: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
+@dg.asset(
+    # Every stored day, whichever were materialized: days never run are skipped (and
+    # listed in a warning), not an error.
+    ins={"trades_daily": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    kinds={"polars", "ray", "parquet"},
+    group_name="analytics",
+)
+def daily_summary(trades_daily: pl.LazyFrame) -> dg.Output[pl.DataFrame]:
+    """One row per stored day of trades_daily (trades, symbols, volume, VWAP, first and
+    last trade), from all its partitions concatenated into one frame by one lazy scan."""
+    summary = (
+        trades_daily.group_by(pl.col("ts").dt.date().alias("day"))
+        .agg(
+            trades=pl.len(),
+            symbols=pl.col("symbol").n_unique(),
+            volume=pl.col("qty").sum(),
+            vwap=(pl.col("price") * pl.col("qty")).sum() / pl.col("qty").sum(),
+            first_trade=pl.col("ts").min(),
+            last_trade=pl.col("ts").max(),
+        )
+        .sort("day")
+        .collect()
+    )
+    days = summary.get_column("day")
+    return dg.Output(
+        summary,
+        # Each stored partition holds one day, with rows (its checks ask for min_rows=1).
+        metadata={
+            "partitions_read": summary.height,
+            "rows_read": int(summary.get_column("trades").sum()),
+            "first_day": str(days.min()) if summary.height else "",
+            "last_day": str(days.max()) if summary.height else "",
+        },
+    )
+
+
 trades_daily_refresh = trades_table.sensor(
     trades_daily, name="trades_daily_source_changes", minimum_interval_seconds=30
 )
@@ -192,12 +229,14 @@ defs = dg.Definitions(
         trades_yearly,
         trades_by_symbol,
         daily_vwap,
+        daily_summary,
     ],
     asset_checks=[piot_dagster.partition_checks(trades_daily, min_rows=1)],
     jobs=[
         # Partitioned as their assets are (Dagster infers it).
         dg.define_asset_job("trades_daily_job", selection=[trades_daily]),
         dg.define_asset_job("trades_monthly_job", selection=[trades_monthly]),
+        dg.define_asset_job("daily_summary_job", selection=[daily_summary]),
     ],
     sensors=[trades_daily_refresh],
     resources={
@@ -212,8 +251,9 @@ defs = dg.Definitions(
 
 def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = False) -> None:
     """Build the database, backfill a quarter of daily partitions as one run on Ray, then
-    the downstream asset, and print a short summary. Partitions already materialized in
-    the instance are skipped unless ``again``."""
+    the downstream assets: the daily VWAP for the same days, and the summary of every
+    stored day; print a short summary. What the instance already holds (partitions, or a
+    summary newer than every stored day) is skipped unless ``again``."""
     started = time.perf_counter()
     built = not TRADES_DB.exists()
     ensure_trades_db()
@@ -231,8 +271,8 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
         else sorted(set(keys) - instance.get_materialized_partitions(asset.key))
         for _, asset in steps
     }
-    seconds = dict.fromkeys(missing, "skipped")
-    if any(missing.values()):
+    seconds = dict.fromkeys([*missing, daily_summary.key], "skipped")
+    if any(missing.values()) or again or _stale(instance, daily_summary.key, trades_daily.key):
         started = time.perf_counter()
         ray.init(logging_level=logging.WARNING, log_to_driver=False)
         print(
@@ -241,31 +281,71 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
         )
     for assets, asset in steps:
         todo = missing[asset.key]
-        if not todo:
-            continue
-        started = time.perf_counter()
-        dg.materialize(
-            assets,
-            selection=[asset],
-            instance=instance,
-            resources=defs.resources,
-            tags={
+        if todo:
+            range_tags = {
                 "dagster/asset_partition_range_start": todo[0],
                 "dagster/asset_partition_range_end": todo[-1],
-            },
-            # The run's failures and warnings, not its step-by-step events.
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            }
+            seconds[asset.key] = _materialize(instance, assets, asset, range_tags)
+    # Checked only now: the backfill above makes the summary stale.
+    if again or _stale(instance, daily_summary.key, trades_daily.key):
+        seconds[daily_summary.key] = _materialize(
+            instance, [trades_daily, daily_summary], daily_summary, {}
         )
-        seconds[asset.key] = f"{time.perf_counter() - started:.1f}"
     ray.shutdown()
     print(f"\n{'asset':<14}{'partitions':>11}{'rows':>10}{'seconds':>9}  files")
     for _, asset in steps:
         partitions, rows, files = _stored(instance, asset.key, keys)
         name = asset.key.to_user_string()
         print(f"{name:<14}{partitions:>11,}{rows:>10,}{seconds[asset.key]:>9}  {files}")
+    record = _latest(instance, daily_summary.key)
+    assert record is not None
+    assert record.asset_materialization is not None
+    summary = record.asset_materialization.metadata
+    print(
+        f"{'daily_summary':<14}{summary['partitions_read'].value:>11,}"
+        f"{summary['dagster/row_count'].value:>10,}{seconds[daily_summary.key]:>9}  "
+        f"{_shown(Path(summary['path'].value))}"
+    )
+    print(
+        f"(daily_summary: every stored day of trades_daily, {summary['partitions_read'].value} "
+        f"partitions read as one frame: {summary['rows_read'].value:,} rows)"
+    )
     if "skipped" in seconds.values():
         print("(skipped: already materialized; `make demo DEMO_ARGS=--again` reruns them)")
     print("\nThe UI: `make ui`, then http://127.0.0.1:3000 (Assets > trades_daily)")
+
+
+def _materialize(
+    instance: dg.DagsterInstance,
+    assets: list[dg.AssetsDefinition],
+    asset: dg.AssetsDefinition,
+    tags: dict[str, str],
+) -> str:
+    """Run ``asset`` (``assets`` give its inputs) in the instance: the seconds it took."""
+    started = time.perf_counter()
+    dg.materialize(
+        assets,
+        selection=[asset],
+        instance=instance,
+        resources=defs.resources,
+        tags=tags,
+        # The run's failures and warnings, not its step-by-step events.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    return f"{time.perf_counter() - started:.1f}"
+
+
+def _stale(instance: dg.DagsterInstance, key: dg.AssetKey, upstream: dg.AssetKey) -> bool:
+    """Whether ``key`` was never materialized, or ``upstream`` was since."""
+    latest, feeding = _latest(instance, key), _latest(instance, upstream)
+    return latest is None or (feeding is not None and feeding.storage_id > latest.storage_id)
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> dg.EventLogRecord | None:
+    """``key``'s latest materialization (of any partition), if any."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), 1).records
+    return records[0] if records else None
 
 
 def _stored(

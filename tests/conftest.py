@@ -58,7 +58,8 @@ def location_env(trades_db: Path, tmp_path: Path, ray_cluster: None) -> dict[str
     Dagster home and asset folder, and the running Ray cluster."""
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # nux off: the UI's first-visit "Join the community" dialog would cover the screenshots.
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     return {
         **os.environ,
         "PIOT_TRADES_DB": str(trades_db),

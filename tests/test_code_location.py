@@ -19,6 +19,7 @@ import psutil
 import pytest
 import ray
 from dotenv import dotenv_values
+from polars.testing import assert_frame_equal
 
 import piot_dagster
 from tests.dagster_server import (
@@ -63,6 +64,10 @@ def test_the_code_location_defines_what_the_readme_promises():
     assert piot_dagster.partition_unit(vwap.partitions_def) == "daily"
     assert vwap.specs_by_key[vwap.key].automation_condition is not None
     assert defs.get_assets_def("trades_table").is_observable
+    summary = defs.get_assets_def("daily_summary")
+    assert summary.partitions_def is None, "one frame of every stored day"
+    assert summary.dependency_keys == {dg.AssetKey("trades_daily")}
+    assert defs.resolve_job_def("daily_summary_job")
     graph = defs.resolve_asset_graph()
     assert dg.AssetKey("trades_table") in graph.get(dg.AssetKey("trades_daily")).parent_keys
     assert len(list(graph.asset_check_keys)) == 4
@@ -106,11 +111,14 @@ def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
     assert "/91 [" in shown
     assert len(lines) <= 30, shown
     assert not [line for line in lines if "Warning" in line or "DEBUG" in line], shown
-    table = [line.split() for line in lines if line.startswith(("trades_daily ", "daily_vwap "))]
+    table = [line.split() for line in lines if line.startswith(("trades_daily ", "daily_"))]
     assert [row[:3] for row in table] == [
         ["trades_daily", "91", "174,720"],
         ["daily_vwap", "91", "1,820"],
+        ["daily_summary", "91", "91"],
     ]
+    assert table[2][4] == str(tmp_path / "assets" / "daily_summary.parquet")
+    assert "91 partitions read as one frame: 174,720 rows" in shown
     assert table[0][4] == f"{tmp_path / 'assets' / 'trades_daily'}/"
     assert len(list((tmp_path / "assets" / "trades_daily").iterdir())) == 91
 
@@ -119,10 +127,11 @@ def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
     assert [row[:4] for row in table] == [
         ["trades_daily", "91", "174,720", "skipped"],
         ["daily_vwap", "91", "1,820", "skipped"],
+        ["daily_summary", "91", "91", "skipped"],
     ]
     assert "Ray:" not in again, "nothing to run: Ray is not even started"
     with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
-        assert len(instance.get_runs()) == 2
+        assert len(instance.get_runs()) == 3
 
 
 def test_cli_commands_run_from_the_project_use_its_dagster_home(
@@ -208,6 +217,47 @@ def test_automation_recomputes_exactly_the_vwap_days_whose_trades_changed(
     assert stored.height == 20, "one row per symbol"
 
 
+def test_the_summary_reads_every_stored_day_as_one_frame_and_equals_plain_polars(
+    trades_db, tmp_path, monkeypatch, ray_cluster
+):
+    monkeypatch.setenv("PIOT_TRADES_DB", str(trades_db))
+    monkeypatch.setenv("PIOT_ASSET_DIR", str(tmp_path / "assets"))
+    location = load_definitions()
+    resources = location.defs.resources
+    with dg.instance_for_test() as instance:
+        # Days stored by separate runs, with gaps between them and a DST change (Europe's,
+        # which UTC partitions do not see) among them; every other day is missing.
+        for first, last in (("2023-03-25", "2023-03-27"), ("2024-02-28", "2024-03-01")):
+            tags = {RANGE_START: first, RANGE_END: last}
+            assert dg.materialize(
+                [location.trades_daily], instance=instance, resources=resources, tags=tags
+            ).success
+        result = dg.materialize(
+            [location.trades_daily, location.daily_summary],
+            selection=[location.daily_summary],
+            instance=instance,
+            resources=resources,
+        )
+        assert result.success
+        metadata = result.asset_materializations_for_node("daily_summary")[0].metadata
+    days = ["2023-03-25", "2023-03-26", "2023-03-27", "2024-02-28", "2024-02-29", "2024-03-01"]
+    stored = pl.read_parquet(tmp_path / "assets" / "daily_summary.parquet")
+    assert stored["day"].cast(pl.String).to_list() == days
+    assert metadata["partitions_read"].value == 6
+    assert metadata["rows_read"].value == 6 * 96 * 20
+
+    conn = sqlite3.connect(trades_db)
+    bounds = " OR ".join(f"(ts >= '{d}' AND ts < date('{d}', '+1 day'))" for d in days)
+    raw = pl.read_database(f"SELECT ts, symbol, price, qty FROM trades WHERE {bounds}", conn)
+    conn.close()
+    # The asset's own function, called on the same rows read by plain Polars: integers and
+    # times exactly, the VWAP up to the order its floats are summed in.
+    plain = location.daily_summary(
+        raw.lazy().with_columns(pl.col("ts").str.to_datetime(time_unit="us"))
+    ).value
+    assert_frame_equal(stored, plain, check_exact=False, rel_tol=1e-12)
+
+
 # The UI, for real -----------------------------------------------------------------------
 
 
@@ -252,6 +302,10 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
 
     wait_for(lambda: finished(dagster_dev_port, run_id), "the run")
     assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
+    # The downstream of every stored day: the one just run.
+    summary_run = submit(dagster_dev_port, "daily_summary_job", {})
+    wait_for(lambda: finished(dagster_dev_port, summary_run), "the summary run")
+    assert client.get_run_status(summary_run) == dg.DagsterRunStatus.SUCCESS
     assets = tmp_path / "assets"
     monthly = [assets / "trades_monthly" / f"2023-0{m}-01.parquet" for m in (1, 2, 3)]
 
@@ -275,9 +329,12 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
         assert metadata["dagster/partition_row_count"].value == 96 * 20
         columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
         assert columns == ["ts", "symbol", "price", "qty"]
+        summary = instance.get_latest_materialization_event(dg.AssetKey("daily_summary"))
+        assert summary.asset_materialization.metadata["partitions_read"].value == 1
     assert all(p.exists() for p in monthly)
     assert pl.read_parquet(monthly[1]).height == 28 * 96 * 20
-    screenshot_partitions_page(dagster_dev_port, tmp_path)
+    screenshot(dagster_dev_port, tmp_path, "trades_daily?view=partitions")
+    screenshot(dagster_dev_port, tmp_path, "daily_summary")
 
 
 def test_make_ui_keeps_one_ray_cluster_for_the_session_and_stops_it_after(location_env, tmp_path):
@@ -389,16 +446,17 @@ def started(client: object, selector: dict[str, str]) -> bool:
     return result["__typename"] == "Sensor"
 
 
-def screenshot_partitions_page(port: int, tmp_path: Path) -> None:
-    """The asset's partitions page renders in headless Chromium (Debian's package)."""
+def screenshot(port: int, tmp_path: Path, page: str) -> None:
+    """An asset's page (``trades_daily?view=partitions``) renders in headless Chromium
+    (Debian's package)."""
 
     chromium = shutil.which("chromium")
     if chromium is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    picture = tmp_path / "trades_daily_partitions.png"
-    url = f"http://127.0.0.1:{port}/assets/trades_daily?view=partitions"
+    picture = tmp_path / f"{page.replace('?view=', '_')}.png"
+    url = f"http://127.0.0.1:{port}/assets/{page}"
     flags = [
         "--headless",
         "--no-sandbox",
@@ -415,9 +473,8 @@ def screenshot_partitions_page(port: int, tmp_path: Path) -> None:
     subprocess.run([chromium, *flags, url], capture_output=True, timeout=120, check=False)
     assert picture.exists(), "chromium wrote no screenshot"
     assert picture.stat().st_size > 20_000, "the page rendered nearly blank"
-    shutil.copy(picture, ROOT / ".pytest_cache" / picture.name) if (
-        ROOT / ".pytest_cache"
-    ).is_dir() else None
+    if (ROOT / ".pytest_cache").is_dir():  # kept where a run's pictures can be looked at
+        shutil.copy(picture, ROOT / ".pytest_cache" / picture.name)
 
 
 def test_the_readme_tour_runs_as_written(trades_db, ray_cluster, capsys):
