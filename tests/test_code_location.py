@@ -181,12 +181,16 @@ def test_cli_commands_run_from_the_project_use_its_dagster_home(
 # Declarative Automation -----------------------------------------------------------------
 
 
-def test_automation_recomputes_exactly_the_vwap_days_whose_trades_changed(
-    trades_db, tmp_path, monkeypatch, ray_cluster
-):
+@pytest.fixture
+def location(trades_db, tmp_path, monkeypatch, ray_cluster):
+    """definitions.py loaded in this process, over the prebuilt database, storing its
+    assets under ``tmp_path / "assets"``."""
     monkeypatch.setenv("PIOT_TRADES_DB", str(trades_db))
     monkeypatch.setenv("PIOT_ASSET_DIR", str(tmp_path / "assets"))
-    location = load_definitions()
+    return load_definitions()
+
+
+def test_automation_recomputes_exactly_the_vwap_days_whose_trades_changed(location, tmp_path):
     resources = location.defs.resources
     vwap = dg.AssetKey("daily_vwap")
     with dg.instance_for_test() as instance:
@@ -218,11 +222,8 @@ def test_automation_recomputes_exactly_the_vwap_days_whose_trades_changed(
 
 
 def test_the_summary_reads_every_stored_day_as_one_frame_and_equals_plain_polars(
-    trades_db, tmp_path, monkeypatch, ray_cluster
+    location, trades_db, tmp_path
 ):
-    monkeypatch.setenv("PIOT_TRADES_DB", str(trades_db))
-    monkeypatch.setenv("PIOT_ASSET_DIR", str(tmp_path / "assets"))
-    location = load_definitions()
     resources = location.defs.resources
     with dg.instance_for_test() as instance:
         # Days stored by separate runs, with gaps between them and a DST change (Europe's,
