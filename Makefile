@@ -70,7 +70,6 @@ fuzz: $(STAMP)
 		tests/test_rebuild.py -k "equal or derived_range or rebuilt_plan_returns" -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet connectorx  # the baseline reader, not a dependency
 	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_scan_db.py && \
 		../$(PY) bench_dagster.py && ../$(PY) bench_storage.py && ../$(PY) bench_instances.py && \
 		../$(PY) bench_partitions.py && ../$(PY) bench_ui.py

@@ -85,6 +85,39 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
+MYSQL_URL = os.environ.get("PIOT_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """The MariaDB server on 127.0.0.1:3306. In CI (CI=true) its absence fails the tests
+    that need it; elsewhere they are skipped."""
+    from tests.databases import mysql_connect
+
+    try:
+        mysql_connect(MYSQL_URL).close()
+    except Exception as exc:
+        servers.unavailable(f"MariaDB is not reachable at {MYSQL_URL}: {exc}")
+    return MYSQL_URL
+
+
+ODBC_DRIVERS = ["PostgreSQL Unicode", "MariaDB Unicode", "SQLite3"]
+
+
+@pytest.fixture(scope="session")
+def odbc_drivers() -> list[str]:
+    """unixODBC and Debian's PostgreSQL, MariaDB and SQLite ODBC drivers (.ci/run
+    installs them). In CI their absence fails the tests that need them."""
+    try:
+        import pyodbc
+    except ImportError as exc:
+        servers.unavailable(f"pyodbc cannot load unixODBC: {exc}")
+    missing = [d for d in ODBC_DRIVERS if d not in pyodbc.drivers()]
+    if missing:
+        servers.unavailable(f"ODBC drivers not installed: {missing}; installed: {pyodbc.drivers()}")
+    return ODBC_DRIVERS
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's standalone S3 server on 127.0.0.1, for the whole session."""

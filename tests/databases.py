@@ -11,7 +11,25 @@ from urllib.parse import urlsplit
 import duckdb
 import polars as pl
 
-SYMBOLS = ["AAPL", "MSFT", "it's", "x'; DROP TABLE trades; --", "50%_off", None]
+# Each a trap for some database: quotes and injections, LIKE's wildcards, and what MySQL's
+# default collation (case- and accent-insensitive, PAD SPACE) and backslash escapes do.
+SYMBOLS = [
+    "AAPL",
+    "MSFT",
+    "it's",
+    "x'; DROP TABLE trades; --",
+    "50%_off",
+    None,
+    "aapl",
+    "AAPL ",
+    "Ölf",
+    "Olf",
+    "BRK.B",
+    "BRK_B",
+    "a\\'b",
+    "x\\",
+    "\\'; DROP TABLE trades; --",
+]
 
 
 def trades_frame(rows: int = 400) -> pl.DataFrame:
@@ -115,3 +133,91 @@ def admin(url: str, statement: str) -> None:
             cursor.execute(statement)
     finally:
         conn.close()
+
+
+MYSQL_TYPES = {
+    "id": "BIGINT",
+    "date": "DATE",
+    "ts": "DATETIME(6)",
+    "tstz": "TIMESTAMP(6) NULL",
+    "symbol": "VARCHAR(64)",
+    "price": "DOUBLE",
+    "qty": "BIGINT",
+    "ok": "BOOLEAN",
+}
+
+
+def mysql_connect(url: str, **options: object):
+    """A PyMySQL connection to the server of a ``mysql://`` URL, in UTC."""
+    import pymysql
+
+    parts = urlsplit(url)
+    conn = pymysql.connect(
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        database=parts.path.lstrip("/") or None,
+        autocommit=True,
+        **options,
+    )
+    with conn.cursor() as cursor:
+        cursor.execute("SET time_zone = '+00:00'")
+    return conn
+
+
+def write_mysql(
+    url: str,
+    frame: pl.DataFrame,
+    prefix: str = "piot_test",
+    index: str = "date",
+    types: dict[str, str] | None = None,
+) -> str:
+    """A fresh table named uniquely for this run, with an index on ``index``. Column types
+    come from ``types`` (default :data:`MYSQL_TYPES`); NaN, which MySQL cannot store, is
+    written as NULL."""
+    types = {**MYSQL_TYPES, **(types or {})}
+    table = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    columns = ", ".join(f"`{c}` {types[c]}" for c in frame.columns)
+    floats = [c for c, t in frame.schema.items() if t.is_float()]
+    rows = frame.with_columns(pl.col(floats).fill_nan(None)).rows()
+    conn = mysql_connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE `{table}` ({columns}, INDEX (`{index}`))")
+            marks = ", ".join(["%s"] * len(frame.columns))
+            for start in range(0, len(rows), 10_000):
+                cursor.executemany(
+                    f"INSERT INTO `{table}` VALUES ({marks})", rows[start : start + 10_000]
+                )
+            cursor.execute(f"ANALYZE TABLE `{table}`")
+    finally:
+        conn.close()
+    return table
+
+
+def drop_mysql(url: str, table: str) -> None:
+    conn = mysql_connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS `{table}`")
+    finally:
+        conn.close()
+
+
+def odbc_string(kind: str, *, mysql_url: str = "", postgres_url: str = "", path: str = "") -> str:
+    """The peer's ODBC connection string for the same server or file: ``kind`` is
+    ``postgres``, ``mariadb`` or ``sqlite``."""
+    if kind == "sqlite":
+        return f"Driver={{SQLite3}};Database={path};"
+    url, driver = (
+        (postgres_url, "PostgreSQL Unicode")
+        if kind == "postgres"
+        else (mysql_url, "MariaDB Unicode")
+    )
+    parts = urlsplit(url)
+    text = (
+        f"Driver={{{driver}}};Server={parts.hostname};Port={parts.port};"
+        f"Database={parts.path.lstrip('/')};Uid={parts.username};"
+    )
+    return text + (f"Pwd={parts.password};" if parts.password else "")

@@ -1,4 +1,5 @@
-"""scan_db on real SQLite and DuckDB files and the PostgreSQL server on 127.0.0.1:5432."""
+"""scan_db on real SQLite and DuckDB files, the PostgreSQL server on 127.0.0.1:5432 and
+the MariaDB server on 127.0.0.1:3306, natively and through unixODBC's drivers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pickle
 import re
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
@@ -23,9 +25,12 @@ from polars.testing import assert_frame_equal
 import piot_dagster
 from tests.databases import (
     SYMBOLS,
+    drop_mysql,
     drop_postgres,
+    odbc_string,
     trades_frame,
     write_duckdb,
+    write_mysql,
     write_postgres,
     write_sqlite,
 )
@@ -56,13 +61,75 @@ def postgres_table(postgres_url: str) -> Iterator[str]:
     drop_postgres(postgres_url, table)
 
 
-@pytest.fixture(params=["sqlite", "duckdb", "postgres"])
-def source(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """(connection, query) over the same trades in each database."""
-    if request.param == "postgres":
+@pytest.fixture(scope="module")
+def mysql_table(mysql_url: str) -> Iterator[str]:
+    table = write_mysql(mysql_url, FRAME)
+    yield table
+    drop_mysql(mysql_url, table)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The same trades in one database, reached one way."""
+
+    kind: str
+    uri: str
+    table: str = "trades"
+
+    @property
+    def query(self) -> str:
+        return f"SELECT * FROM {self.table}"
+
+    @property
+    def mysql(self) -> bool:
+        return self.kind in ("mysql", "odbc-mariadb")
+
+    @property
+    def sqlite(self) -> bool:
+        return self.kind.endswith("sqlite")
+
+    @property
+    def schema(self) -> dict[str, pl.DataType] | None:
+        # MySQL's BOOLEAN is TINYINT(1), an integer: the column is declared Boolean here.
+        return {"ok": pl.Boolean} if self.mysql else None
+
+    def scan(self, query: str | None = None) -> pl.LazyFrame:
+        return piot_dagster.scan_db(query or self.query, connection=self.uri, schema=self.schema)
+
+    def stored(self) -> pl.DataFrame:
+        """FRAME as this database keeps it: SQLite has no zones, and neither SQLite nor
+        MySQL keeps NaN; ODBC's MariaDB driver knows no zones (UTC wall clock)."""
+        frame = FRAME.drop("tstz") if self.sqlite else FRAME
+        if self.sqlite or self.mysql:
+            frame = frame.with_columns(pl.col("price").fill_nan(None))
+        if self.kind == "odbc-mariadb":
+            frame = frame.with_columns(pl.col("tstz").dt.replace_time_zone(None))
+        return frame
+
+
+SOURCES = ["sqlite", "duckdb", "postgres", "mysql", "odbc-postgres", "odbc-mariadb", "odbc-sqlite"]
+
+
+@pytest.fixture(params=SOURCES)
+def source(request: pytest.FixtureRequest) -> Source:
+    """The same trades in each database, natively and through ODBC."""
+    kind = request.param
+    if kind.startswith("odbc"):
+        request.getfixturevalue("odbc_drivers")
+    if kind in ("postgres", "odbc-postgres"):
         url = request.getfixturevalue("postgres_url")
-        return url, f"SELECT * FROM {request.getfixturevalue('postgres_table')}"
-    return request.getfixturevalue(f"{request.param}_uri"), "SELECT * FROM trades"
+        table = request.getfixturevalue("postgres_table")
+        uri = url if kind == "postgres" else odbc_string("postgres", postgres_url=url)
+        return Source(kind, uri, table)
+    if kind in ("mysql", "odbc-mariadb"):
+        url = request.getfixturevalue("mysql_url")
+        table = request.getfixturevalue("mysql_table")
+        uri = url if kind == "mysql" else odbc_string("mariadb", mysql_url=url)
+        return Source(kind, uri, table)
+    uri = request.getfixturevalue("sqlite_uri" if kind.endswith("sqlite") else "duckdb_uri")
+    if kind == "odbc-sqlite":
+        uri = odbc_string("sqlite", path=uri.removeprefix("sqlite:///"))
+    return Source(kind, uri)
 
 
 def pushed_sql(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -90,19 +157,11 @@ def test_postgres_scheme_alias_works(postgres_url, postgres_table):
 
 
 def test_schema_comes_from_declared_types_in_every_database(source):
-    uri, query = source
-    schema = piot_dagster.scan_db(query, connection=uri).collect_schema()
-    expected = FRAME.schema if not uri.startswith("sqlite") else FRAME.drop("tstz").schema
-    assert schema == expected
+    assert source.scan().collect_schema() == source.stored().schema
 
 
 def test_results_are_cast_to_the_declared_schema(source):
-    uri, query = source
-    got = piot_dagster.scan_db(query, connection=uri).collect()
-    expected = FRAME if not uri.startswith("sqlite") else FRAME.drop("tstz")
-    if uri.startswith("sqlite"):  # SQLite stores NaN as NULL
-        expected = expected.with_columns(pl.col("price").fill_nan(None))
-    assert_frame_equal(got.sort("id"), expected)
+    assert_frame_equal(source.scan().collect().sort("id"), source.stored())
 
 
 def test_postgres_numeric_and_narrow_types_map_to_polars(postgres_url):
@@ -171,31 +230,26 @@ def test_sqlite_computed_columns_take_the_type_of_their_values(sqlite_uri):
 
 def test_only_the_columns_the_query_needs_are_selected(source, caplog):
     caplog.set_level(logging.DEBUG, logger="piot_dagster")
-    uri, query = source
-    got = (
-        piot_dagster.scan_db(query, connection=uri).filter(pl.col("qty") > 3).select("id").collect()
-    )
+    got = source.scan().filter(pl.col("qty") > 3).select("id").collect()
     assert got.height > 0
     (sql,) = pushed_sql(caplog)
-    assert re.match(r'SELECT "id", "qty" FROM \(', sql) or re.match(
-        r'SELECT "qty", "id" FROM \(', sql
+    assert re.match(r'SELECT ["`]id["`], ["`]qty["`] FROM \(', sql) or re.match(
+        r'SELECT ["`]qty["`], ["`]id["`] FROM \(', sql
     )
 
 
 def test_translatable_predicates_reach_the_database_as_a_where(source, caplog):
     caplog.set_level(logging.DEBUG, logger="piot_dagster")
-    uri, query = source
-    lf = piot_dagster.scan_db(query, connection=uri)
+    lf = source.scan()
     lf.filter(D.is_between(dt.date(2024, 1, 5), dt.date(2024, 1, 9)), pl.col("qty") >= 2).collect()
     (sql,) = pushed_sql(caplog)
-    assert '"date" >=' in sql
-    assert '"qty" >= 2' in sql
+    assert re.search(r'["`]date["`] >=', sql)
+    assert re.search(r'["`]qty["`] >= 2', sql)
 
 
 def test_a_contradiction_asks_the_database_for_no_row(source, caplog):
     caplog.set_level(logging.DEBUG, logger="piot_dagster")
-    uri, query = source
-    lf = piot_dagster.scan_db(query, connection=uri)
+    lf = source.scan()
     day = dt.date(2024, 1, 5)
     got = lf.filter(D.is_between(day, day, closed="left")).collect()
     assert got.height == 0
@@ -225,8 +279,7 @@ def test_an_or_with_an_untranslatable_branch_is_not_pushed(sqlite_uri, caplog):
 
 def test_the_peer_when_then_case_keeps_every_row(source):
     """polars-io-tools drops the when/then branch and returns 50 rows where 182 are right."""
-    uri, query = source
-    lf = piot_dagster.scan_db(query, connection=uri)
+    lf = source.scan()
     predicate = (pl.col("qty") > 20) | pl.when(pl.col("symbol") == "AAPL").then(True).otherwise(
         pl.col("price") < 10
     )
@@ -234,8 +287,7 @@ def test_the_peer_when_then_case_keeps_every_row(source):
 
 
 def test_injection_attempts_have_no_side_effect(source):
-    uri, query = source
-    lf = piot_dagster.scan_db(query, connection=uri)
+    lf = source.scan()
     evil = "x'; DROP TABLE trades; --"
     got = lf.filter((pl.col("symbol") == evil) | pl.col("symbol").str.starts_with("x';")).collect()
     assert set(got["symbol"]) == {evil}
@@ -244,8 +296,7 @@ def test_injection_attempts_have_no_side_effect(source):
 
 def test_an_is_in_of_a_thousand_values_is_pushed_and_right(source, caplog):
     caplog.set_level(logging.DEBUG, logger="piot_dagster")
-    uri, query = source
-    lf = piot_dagster.scan_db(query, connection=uri)
+    lf = source.scan()
     values = list(range(0, 3000, 3))
     predicate = pl.col("id").is_in(values)
     assert_frame_equal(lf.filter(predicate).collect().sort("id"), lf.collect().filter(predicate))
@@ -254,8 +305,7 @@ def test_an_is_in_of_a_thousand_values_is_pushed_and_right(source, caplog):
 
 @pytest.mark.parametrize("prefix", ["50%", "50%_", "x'", "it"])
 def test_starts_with_escapes_like_wildcards(source, prefix):
-    uri, query = source
-    lf = piot_dagster.scan_db(query, connection=uri)
+    lf = source.scan()
     predicate = pl.col("symbol").str.starts_with(prefix)
     assert_frame_equal(lf.filter(predicate).collect().sort("id"), lf.collect().filter(predicate))
 
@@ -265,8 +315,7 @@ def test_starts_with_escapes_like_wildcards(source, prefix):
 
 def test_head_before_filter_is_not_a_where_with_limit(source, caplog):
     caplog.set_level(logging.DEBUG, logger="piot_dagster")
-    uri, query = source
-    lf = piot_dagster.scan_db(f"{query} ORDER BY id", connection=uri)
+    lf = source.scan(f"{source.query} ORDER BY id")
     late = D >= dt.date(2024, 3, 1)
     got = lf.head(10).filter(late).collect()
     assert got.height == 0
@@ -281,8 +330,7 @@ def test_head_before_filter_is_not_a_where_with_limit(source, caplog):
 
 @pytest.mark.parametrize("module", [pickle, cloudpickle], ids=["pickle", "cloudpickle"])
 def test_the_plan_pickles_and_reads_after_a_round_trip(source, module):
-    uri, query = source
-    lf = piot_dagster.scan_db(query, connection=uri).filter(pl.col("qty") > 3)
+    lf = source.scan().filter(pl.col("qty") > 3)
     assert_frame_equal(module.loads(module.dumps(lf)).collect(), lf.collect())
 
 
@@ -487,8 +535,8 @@ def test_the_seed_example_reads_only_the_first_quarter_from_postgres(postgres_ur
 
 
 def test_an_unknown_scheme_lists_the_supported_ones():
-    with pytest.raises(ValueError, match=r"sqlite://.*duckdb://.*postgresql://"):
-        piot_dagster.scan_db("SELECT 1", connection="mysql://root@localhost/db")
+    with pytest.raises(ValueError, match=r"sqlite://.*duckdb://.*postgresql://.*mysql://.*ODBC"):
+        piot_dagster.scan_db("SELECT 1", connection="oracle://scott@localhost/db")
 
 
 @pytest.mark.parametrize("uri", ["sqlite://relative.db", "sqlite:///", "trades.db", 42])
@@ -515,9 +563,8 @@ def test_a_syntax_error_names_the_query(sqlite_uri):
 
 
 def test_a_missing_table_names_the_query(source):
-    uri, _ = source
     with pytest.raises(piot_dagster.DatabaseError, match="SELECT date FROM no_such_table"):
-        piot_dagster.scan_db("SELECT date FROM no_such_table", connection=uri)
+        piot_dagster.scan_db("SELECT date FROM no_such_table", connection=source.uri)
 
 
 @pytest.mark.usefixtures("ray_cluster")
@@ -559,7 +606,7 @@ LITERAL_TIMES = st.datetimes(dt.datetime(2023, 12, 15), dt.datetime(2024, 5, 1))
 
 
 @st.composite
-def sql_leaves(draw: st.DrawFn, with_tz: bool) -> pl.Expr:
+def sql_leaves(draw: st.DrawFn, schema: pl.Schema) -> pl.Expr:
     ops = [
         lambda c, v: c < v,
         lambda c, v: c <= v,
@@ -596,14 +643,15 @@ def sql_leaves(draw: st.DrawFn, with_tz: bool) -> pl.Expr:
             ]
         )
     )
-    if kind == "tstz" and not with_tz:
+    if kind == "tstz" and "tstz" not in schema:
         kind = "ts"
     if kind == "date":
         return cmp(D, draw(LITERAL_DATES))
     if kind == "ts":
         return cmp(pl.col("ts"), draw(LITERAL_TIMES))
     if kind == "tstz":
-        return cmp(pl.col("tstz"), draw(LITERAL_TIMES).replace(tzinfo=dt.UTC))
+        zone = dt.UTC if schema["tstz"].time_zone else None  # type: ignore[union-attr]
+        return cmp(pl.col("tstz"), draw(LITERAL_TIMES).replace(tzinfo=zone))
     if kind == "between":
         lo, hi = sorted([draw(LITERAL_DATES), draw(LITERAL_DATES)])
         return D.is_between(lo, hi, closed=draw(st.sampled_from(["both", "left", "right", "none"])))
@@ -631,11 +679,15 @@ def sql_leaves(draw: st.DrawFn, with_tz: bool) -> pl.Expr:
     if kind == "price":
         return cmp(pl.col("price"), draw(st.floats(-5, 110, allow_nan=False)))
     if kind == "symbol":
-        value = draw(st.sampled_from([s for s in SYMBOLS if s] + ["aapl", "none"]))
+        value = draw(st.sampled_from([s for s in SYMBOLS if s] + ["Aapl", "none", ""]))
         return pl.col("symbol") == value if draw(st.booleans()) else pl.col("symbol") != value
     if kind == "starts":
         return pl.col("symbol").str.starts_with(
-            draw(st.sampled_from(["A", "a", "50%", "x'", "it", ""]))
+            draw(
+                st.sampled_from(
+                    ["A", "a", "50%", "x'", "it", "", "BRK_", "Ö", "x\\", "a\\'", "AAPL "]
+                )
+            )
         )
     if kind == "in_symbol":
         return pl.col("symbol").is_in(
@@ -660,9 +712,9 @@ def sql_leaves(draw: st.DrawFn, with_tz: bool) -> pl.Expr:
     )
 
 
-def sql_predicates(with_tz: bool) -> st.SearchStrategy[pl.Expr]:
+def sql_predicates(schema: pl.Schema) -> st.SearchStrategy[pl.Expr]:
     return st.recursive(
-        sql_leaves(with_tz),
+        sql_leaves(schema),
         lambda children: st.one_of(
             st.tuples(children, children).map(lambda ab: ab[0] & ab[1]),
             st.tuples(children, children).map(lambda ab: ab[0] | ab[1]),
@@ -679,9 +731,8 @@ def sql_predicates(with_tz: bool) -> st.SearchStrategy[pl.Expr]:
 )
 @given(data=st.data())
 def test_pushdown_equals_reading_everything_and_filtering_in_polars(source, data):
-    uri, query = source
-    lf = piot_dagster.scan_db(query, connection=uri)
-    predicate = data.draw(sql_predicates(with_tz=not uri.startswith("sqlite")))
+    lf = source.scan()
+    predicate = data.draw(sql_predicates(lf.collect_schema()))
     expected = lf.collect().filter(predicate)
     assert_frame_equal(lf.filter(predicate).collect().sort("id"), expected.sort("id"))
 

@@ -32,7 +32,8 @@ from piot_dagster.dagster.partitions import partition_unit
 from piot_dagster.dagster.previews import using_preview
 from piot_dagster.engine.periods import TimeUnit, period_start
 from piot_dagster.sql.connection import Connection, DatabaseError
-from piot_dagster.sql.pushdown import as_subquery, parse_query
+from piot_dagster.sql.dialects import Dialect
+from piot_dagster.sql.pushdown import embed, parse_query
 from piot_dagster.sql.schema import discover_schema
 
 __all__ = ["SourceTable"]
@@ -93,13 +94,16 @@ class SourceTable:
             raise type(exc)(f"{where}: {exc}") from None
         object.__setattr__(self, "_unit", unit)
         try:
-            parse_query(self.query, self._source.dialect)
+            source = Connection.parse(self.connection)
+            # An ODBC string's dialect is known once its driver is asked, at first use.
+            if source.driver != "odbc":
+                parse_query(self.query, source.dialect)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
 
     @cached_property
     def _source(self) -> Connection:
-        return Connection.parse(self.connection)
+        return Connection.parse(self.connection).resolved()
 
     @cached_property
     def statement(self) -> str:
@@ -117,7 +121,10 @@ class SourceTable:
                 f"SourceTable {self.name!r}: date_column and checksum_columns must be columns "
                 f"of the query, not {unknown or 'none'}; its columns are {columns}"
             )
-        return _fingerprint_sql(parsed, self.date_column, wanted, source.dialect)
+        try:
+            return _fingerprint_sql(parsed, self.date_column, wanted, source)
+        except ValueError as exc:
+            raise ValueError(f"SourceTable {self.name!r}: {exc}") from None
 
     @property
     def key(self) -> dg.AssetKey:
@@ -231,24 +238,53 @@ def _day(value: object) -> dt.date:
     return dt.date.fromisoformat(str(value)[:10])
 
 
-def _fingerprint_sql(query: exp.Query, date_column: str, columns: list[str], dialect: str) -> str:
+def _fingerprint_sql(query: str, date_column: str, columns: list[str], source: Connection) -> str:
     ts = exp.column(date_column, quoted=True)
     fields = [exp.column(c, quoted=True) for c in columns]
-    if dialect == "sqlite":
+    dialect: Dialect = source.dialect
+    if dialect.name == "sqlite" and source.driver != "sqlite":
+        raise ValueError(
+            "SQLite has no hash function to fingerprint rows with, and only a sqlite:/// "
+            "connection can lend it one: use connection='sqlite:///<path>' here"
+        )
+    if dialect.name == "sqlite":
         # SQLite keeps timestamps as ISO text: the day is its first ten characters.
         day: exp.Expression = exp.Substring(
             this=ts, start=exp.Literal.number(1), length=exp.Literal.number(10)
         )
         row_hash: exp.Expression = exp.Anonymous(this=_SQLITE_HASH, expressions=fields)
-    elif dialect == "duckdb":
+    elif dialect.name == "duckdb":
         day = exp.cast(ts, "DATE")
         row_hash = exp.Anonymous(this="hash", expressions=fields)
-    else:
+    elif dialect.name == "mysql":
+        # The first 60 bits of the MD5 of the row's quoted values (QUOTE(NULL) is NULL
+        # unquoted), as a number; the day in the session's zone, UTC.
+        day = exp.cast(ts, "DATE")
+        quoted = [exp.Anonymous(this="QUOTE", expressions=[f]) for f in fields]
+        text = exp.Anonymous(this="CONCAT_WS", expressions=[exp.Literal.string("|"), *quoted])
+        digits = exp.Anonymous(
+            this="SUBSTR",
+            expressions=[
+                exp.Anonymous(this="MD5", expressions=[text]),
+                exp.Literal.number(1),
+                exp.Literal.number(15),
+            ],
+        )
+        number = exp.Anonymous(
+            this="CONV", expressions=[digits, exp.Literal.number(16), exp.Literal.number(10)]
+        )
+        row_hash = exp.cast(number, "UNSIGNED")
+    elif dialect.name == "postgres":
         day = exp.cast(ts, "DATE")
         # The first 60 bits of the MD5 of the row's text, as a number.
         row = exp.cast(exp.Tuple(expressions=fields), "TEXT").sql(dialect="postgres")
         row_hash = exp.maybe_parse(
             f"('x' || SUBSTR(MD5({row}), 1, 15))::BIT(60)::BIGINT", dialect="postgres"
+        )
+    else:
+        raise ValueError(
+            f"rows cannot be fingerprinted on {dialect.name} yet (SQLite, DuckDB, PostgreSQL "
+            "and MySQL/MariaDB can); observe this table from one of those"
         )
     select = (
         exp.select(
@@ -257,11 +293,10 @@ def _fingerprint_sql(query: exp.Query, date_column: str, columns: list[str], dia
             exp.alias_(exp.Max(this=ts.copy()), "latest"),
             exp.alias_(exp.cast(exp.Sum(this=row_hash), "TEXT"), "checksum"),
         )
-        .from_(as_subquery(query))
-        .where(exp.not_(exp.Is(this=ts.copy(), expression=exp.Null())))
+        .where(exp.Not(this=exp.Paren(this=exp.Is(this=ts.copy(), expression=exp.Null()))))
         .group_by(exp.Literal.number(1))
     )
-    return select.sql(dialect=dialect)
+    return embed(select, query, dialect)
 
 
 def _row_hash(*values: object) -> int:
@@ -281,12 +316,20 @@ def _sqlite(source: Connection) -> Iterator[sqlite3.Connection]:
 
 def _read(source: Connection, statement: str) -> list[tuple[Any, ...]]:
     def fetch() -> list[tuple[Any, ...]]:
-        if source.dialect == "sqlite":
+        if source.driver == "sqlite":
             with _sqlite(source) as conn:
                 return conn.execute(statement).fetchall()
+        if source.driver == "mysql":
+            return [
+                tuple(row.values()) for b in source.read(statement, None) for row in b.to_pylist()
+            ]
         with source.open() as conn:
-            if source.dialect == "duckdb":
+            if source.driver == "duckdb":
                 return conn.sql(statement).fetchall()
+            if source.driver == "odbc":
+                if source.dialect.utc_session:
+                    conn.execute(source.dialect.utc_session)
+                return [tuple(row) for row in conn.execute(statement).fetchall()]
             with conn.cursor() as cursor:
                 cursor.execute(statement)
                 return cursor.fetchall()

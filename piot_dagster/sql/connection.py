@@ -1,4 +1,4 @@
-"""Database connection URIs: parsing, redaction, and opening a driver connection.
+"""Database connections: URIs and ODBC strings, parsing, redaction, and reading.
 
 A :class:`Connection` is a plain picklable value: the driver connection is opened by
 whichever process reads, so a plan that holds one runs in a Ray worker too. Its ``repr``
@@ -8,6 +8,7 @@ and every error it raises hide the password.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import threading
 import time
@@ -17,16 +18,24 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import pyarrow as pa
+
+from piot_dagster.sql import mysql, odbc
+from piot_dagster.sql.dialects import DIALECTS, GENERIC, Dialect, from_dbms_name
+
 __all__ = ["SCHEMES", "Connection", "DatabaseError"]
 
 T = TypeVar("T")
-Dialect = Literal["sqlite", "duckdb", "postgres"]
-SCHEMES: dict[str, Dialect] = {
+Driver = Literal["sqlite", "duckdb", "postgres", "mysql", "odbc"]
+SCHEMES: dict[str, Driver] = {
     "sqlite": "sqlite",
     "duckdb": "duckdb",
     "postgresql": "postgres",
     "postgres": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
 }
+_DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
 
 
 class DatabaseError(RuntimeError):
@@ -36,10 +45,16 @@ class DatabaseError(RuntimeError):
 
 @dataclass(frozen=True)
 class Connection:
-    """A parsed connection URI: ``sqlite:///path``, ``duckdb:///path`` or
-    ``postgresql://user:password@host:port/db``."""
+    """A parsed connection: ``sqlite:///path``, ``duckdb:///path``,
+    ``postgresql://user:password@host:port/db``, ``mysql://…`` (or ``mariadb://…``), or an
+    ODBC connection string ``Driver={…};Server=…;Uid=…;Pwd=…;``.
+
+    An ODBC string's dialect is the driver's database (:meth:`resolved` asks it); until
+    then it is :data:`~piot_dagster.sql.dialects.GENERIC`.
+    """
 
     uri: str = field(repr=False)
+    driver: Driver
     dialect: Dialect
     path: str | None = None
     host: str | None = None
@@ -49,26 +64,43 @@ class Connection:
     @classmethod
     def parse(cls, uri: str) -> Connection:
         if not isinstance(uri, str):
-            raise TypeError(f"connection must be a URI string, not {type(uri).__name__}")
+            raise TypeError(
+                f"connection must be a URI or an ODBC connection string, not {type(uri).__name__}"
+            )
+        if odbc.looks_like_odbc(uri):
+            found = odbc.settings(uri)
+            port = found.get("port")
+            return cls(
+                uri=uri,
+                driver="odbc",
+                dialect=GENERIC,
+                path=found.get("database") or found.get("dsn"),
+                host=found.get("server") or found.get("host"),
+                port=int(port) if port and port.isdigit() else None,
+                password=found.get("pwd") or found.get("password"),
+            )
         scheme, sep, _ = uri.partition("://")
-        dialect = SCHEMES.get(scheme.lower()) if sep else None
-        if dialect is None:
+        driver = SCHEMES.get(scheme.lower()) if sep else None
+        if driver is None:
             supported = ", ".join(f"{s}://" for s in SCHEMES)
             shown = scheme if sep else uri[:20]
             raise ValueError(
                 f"connection: unsupported URI scheme {shown!r}; use one of {supported} "
-                f"(e.g. sqlite:///path/to/file.db)"
+                "(e.g. sqlite:///path/to/file.db), or an ODBC connection string "
+                "(Driver={...};Server=...;)"
             )
-        if dialect == "postgres":
+        dialect = DIALECTS[driver]
+        if driver in _DEFAULT_PORTS:
             parts = urlsplit(uri)
             try:
-                port = parts.port or 5432
+                port = parts.port or _DEFAULT_PORTS[driver]
             except ValueError:
                 raise ValueError(
                     f"connection: the port in {_redact(uri)!r} is not a number"
                 ) from None
             return cls(
                 uri=uri,
+                driver=driver,
                 dialect=dialect,
                 host=parts.hostname or "localhost",
                 port=port,
@@ -81,12 +113,38 @@ class Connection:
                 f"connection: {scheme}:// needs a file path after a third slash, e.g. "
                 f"{scheme}:///data/trades.db (relative) or {scheme}:////srv/trades.db (absolute)"
             )
-        return cls(uri=uri, dialect=dialect, path=rest[1:])
+        return cls(uri=uri, driver=driver, dialect=dialect, path=rest[1:])
+
+    def resolved(self) -> Connection:
+        """This connection with its dialect known: an ODBC driver is asked which database
+        it reaches (``SQL_DBMS_NAME``); an unknown one keeps the generic dialect."""
+        if self.driver != "odbc":
+            return self
+
+        def ask() -> str:
+            import pyodbc
+
+            connection = odbc.open_pyodbc(self.uri)
+            try:
+                return connection.getinfo(pyodbc.SQL_DBMS_NAME)
+            finally:
+                connection.close()
+
+        return dataclasses.replace(
+            self, dialect=from_dbms_name(self.call("could not connect", ask))
+        )
 
     @property
     def redacted(self) -> str:
         """The URI with its password replaced by ``***``."""
-        return _redact(self.uri)
+        return odbc.redact(self.uri) if self.driver == "odbc" else _redact(self.uri)
+
+    @property
+    def where(self) -> str:
+        """What errors say the database is: its driver and dialect, and host or file."""
+        place = f"{self.host}:{self.port}" if self.host else self.path
+        kind = self.driver if self.driver != "odbc" else f"odbc, {self.dialect.name}"
+        return f"{kind} at {place}"
 
     def scrub(self, text: str) -> str:
         """``text`` with the password and the full URI removed."""
@@ -97,10 +155,7 @@ class Connection:
 
     def error(self, what: str, exc: BaseException) -> DatabaseError:
         """A :class:`DatabaseError` about ``exc`` that holds no password."""
-        where = f"{self.host}:{self.port}" if self.dialect == "postgres" else self.path
-        return DatabaseError(
-            f"{what} ({self.dialect} at {where}): {self.scrub(f'{type(exc).__name__}: {exc}')}"
-        )
+        return DatabaseError(f"{what} ({self.where}): {self.scrub(f'{type(exc).__name__}: {exc}')}")
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, its errors turned into a :class:`DatabaseError` about ``what``.
@@ -127,10 +182,23 @@ class Connection:
             failure = self.error(what, exc)
         raise failure
 
+    def read(self, sql: str, schema: Any) -> Iterator[pa.RecordBatch]:
+        """``sql``'s rows as Arrow batches. ``schema`` (a Polars schema) is what the
+        database declared, for readers that need to be told (arrow-odbc)."""
+        what = f"query {sql!r} failed"
+        session = self.dialect.utc_session
+        if self.driver == "mysql":
+            yield from self.stream(what, mysql.read_batches(self.uri, session, sql))
+        elif self.driver == "odbc":
+            yield from self.stream(what, odbc.read_batches(self.uri, session, sql, schema))
+        else:
+            with self.open() as conn:
+                yield from self.stream(what, _execute(conn, self.driver, sql))
+
     @contextlib.contextmanager
     def open(self) -> Iterator[Any]:
-        """A DB-API connection with Arrow fetching: ADBC for SQLite and PostgreSQL,
-        DuckDB's own (read-only) otherwise.
+        """A DB-API connection: ADBC for SQLite and PostgreSQL, DuckDB's own (read-only),
+        pyodbc for ODBC strings.
 
         In a Ray worker, connections are reused for up to ``IDLE_SECONDS`` after their
         last use: a burst of period tasks then opens the database once (opening a DuckDB
@@ -153,7 +221,9 @@ class Connection:
                 connection.close()
 
     def _connect(self) -> Any:
-        if self.dialect == "duckdb":
+        if self.driver == "odbc":
+            return odbc.open_pyodbc(self.uri)
+        if self.driver == "duckdb":
             import duckdb
 
             if not Path(self.path).exists():  # type: ignore[arg-type]
@@ -162,7 +232,7 @@ class Connection:
             # TIMESTAMPTZ values come back in UTC, whatever the machine's zone.
             connection.execute("SET TimeZone = 'UTC'")
             return connection
-        if self.dialect == "sqlite":
+        if self.driver == "sqlite":
             import adbc_driver_sqlite.dbapi
 
             if not Path(self.path).exists():  # type: ignore[arg-type]
@@ -170,9 +240,31 @@ class Connection:
             # Autocommit: a pooled connection must not sit in a transaction that pins
             # a snapshot or holds locks between reads.
             return adbc_driver_sqlite.dbapi.connect(self.path, autocommit=True)
+        if self.driver == "mysql":
+            raise TypeError("mysql:// connections are read with read(), not open()")
         import adbc_driver_postgresql.dbapi
 
         return adbc_driver_postgresql.dbapi.connect(self.uri, autocommit=True)
+
+
+# Rows per Arrow batch read from the database; Polars' smaller batch_size is served by
+# zero-copy slices, since converting and filtering a batch has a fixed cost.
+_READ_BATCH_ROWS = 1_000_000
+
+
+def _execute(conn: Any, driver: str, sql: str) -> Iterator[pa.RecordBatch]:
+    if driver == "duckdb":
+        yield from conn.sql(sql).to_arrow_reader(_READ_BATCH_ROWS)
+        return
+    # The cursor owns the stream: keep it open until the last batch is read.
+    with conn.cursor() as cursor:
+        if driver == "sqlite":
+            # ADBC's SQLite driver reads 1,024 rows a batch by default.
+            cursor.adbc_statement.set_options(
+                **{"adbc.sqlite.query.batch_rows": str(_READ_BATCH_ROWS)}
+            )
+        cursor.execute(sql)
+        yield from cursor.fetch_record_batch()
 
 
 class _Pool:

@@ -11,12 +11,15 @@ superset:
 - anything else (when/then, UDFs, casts, unknown functions) is never pushed.
 
 Values become literals that sqlglot escapes for the dialect; identifiers are quoted.
+What a dialect's collations, escapes and types allow is in
+:class:`~piot_dagster.sql.dialects.Dialect`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 from collections.abc import Callable
 
 import polars as pl
@@ -24,8 +27,9 @@ import sqlglot
 from sqlglot import exp
 
 from piot_dagster.engine.plan_reader import Binary, Call, Column, Expr, Literal
+from piot_dagster.sql.dialects import Dialect
 
-__all__ = ["Pushdown", "as_subquery", "parse_query", "to_sql_filter", "wrap_query"]
+__all__ = ["Pushdown", "embed", "false", "parse_query", "to_sql_filter", "wrap_query"]
 
 Pushdown = tuple[exp.Expression, bool]  # (condition, exact)
 
@@ -39,15 +43,18 @@ _COMPARE: dict[str, Callable[..., exp.Expression]] = {
 }
 _FLIP = {"Lt": "Gt", "LtEq": "GtEq", "Gt": "Lt", "GtEq": "LtEq", "Eq": "Eq", "NotEq": "NotEq"}
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
+_ONE_SECOND = dt.timedelta(seconds=1)
+# LIKE's escape character: not a backslash, which MySQL's string literals may also take.
+_LIKE_ESCAPE = "!"
 
 
-def to_sql_filter(predicate: Expr, schema: pl.Schema, dialect: str) -> Pushdown | None:
+def to_sql_filter(predicate: Expr, schema: pl.Schema, dialect: Dialect) -> Pushdown | None:
     """The WHERE condition for ``predicate`` and whether it is exact, or None."""
     return _Translator(schema, dialect).translate(predicate)
 
 
 class _Translator:
-    def __init__(self, schema: pl.Schema, dialect: str) -> None:
+    def __init__(self, schema: pl.Schema, dialect: Dialect) -> None:
         self.schema = schema
         self.dialect = dialect
 
@@ -68,7 +75,7 @@ class _Translator:
             return None
         if isinstance(e, Column):
             # A boolean column used as the predicate itself.
-            if self.schema.get(e.name) == pl.Boolean:
+            if self.schema.get(e.name) == pl.Boolean and self.dialect.booleans:
                 return _col(e.name), True
             return None
         if isinstance(e, Call):
@@ -76,7 +83,7 @@ class _Translator:
         if isinstance(e, Literal) and e.dtype == pl.Boolean and e.value is not True:
             # Polars folds a contradiction, such as a partition's window that the query's
             # own filter excludes, to false (or null): ask the database for no row, not all.
-            return exp.false(), True
+            return false(self.dialect), True
         return None
 
     def conjunction(self, left_e: Expr, right_e: Expr) -> Pushdown | None:
@@ -91,7 +98,8 @@ class _Translator:
             inner = self.translate(e.args[0])
             if inner is None or not inner[1]:
                 return None
-            return exp.not_(inner[0]), True
+            # Parenthesized: under MySQL's HIGH_NOT_PRECEDENCE, NOT a = 1 is (NOT a) = 1.
+            return exp.Not(this=exp.Paren(this=inner[0])), True
         if not e.args or not isinstance(e.args[0], Column) or e.args[0].name not in self.schema:
             return None
         name = e.args[0].name
@@ -111,13 +119,18 @@ class _Translator:
             prefix = e.args[1].value
             if self.schema[name] != pl.String or not isinstance(prefix, str):
                 return None
-            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            like = exp.Escape(
-                this=exp.Like(this=_col(name), expression=exp.Literal.string(escaped + "%")),
-                expression=exp.Literal.string("\\"),
+            escaped = "".join(
+                _LIKE_ESCAPE + c if c in ("%", "_", _LIKE_ESCAPE) else c for c in prefix
             )
-            # SQLite's LIKE ignores ASCII case: a superset.
-            return like, self.dialect != "sqlite"
+            pattern = self.string(escaped + "%")
+            if pattern is None:
+                return None
+            like = exp.Escape(
+                this=exp.Like(this=_col(name), expression=pattern),
+                expression=exp.Literal.string(_LIKE_ESCAPE),
+            )
+            # Under a case- or accent-insensitive collation, LIKE matches more: a superset.
+            return like, self.dialect.exact_strings
         return None
 
     def membership(self, name: str, values: Literal, *, nulls_equal: bool) -> Pushdown | None:
@@ -129,7 +142,7 @@ class _Translator:
         dtype = self.schema[name]
         inner = values.dtype.inner
         column = _col(name)
-        if dtype.is_temporal() and self.dialect == "sqlite" and items:
+        if dtype.is_temporal() and self.dialect.temporal == "sqlite-text" and items:
             # Dates are text in SQLite: the hull, widened to whole days, is a sound superset.
             low = self.compare(name, "GtEq", Literal(min(items), inner))  # type: ignore[type-var]
             high = self.compare(name, "LtEq", Literal(max(items), inner))  # type: ignore[type-var]
@@ -147,7 +160,7 @@ class _Translator:
                 if literals
                 else exp.NEQ(this=column, expression=column.copy())
             )
-            exact = not (dtype == pl.String and self.dialect == "sqlite")
+            exact = dtype != pl.String or self.dialect.exact_strings
         is_null = exp.Is(this=column.copy(), expression=exp.Null())
         if nulls_equal and len(items) < len(values.value):
             condition = exp.or_(condition, is_null)
@@ -163,13 +176,14 @@ class _Translator:
             return self.compare_temporal(name, op, literal, dtype)
         if dtype == pl.String and op not in ("Eq", "NotEq"):
             return None  # string order depends on the database's collation
-        if dtype == pl.String and op == "NotEq" and self.dialect == "sqlite":
-            # A NOCASE column would make 'A' <> 'a' false: a subset, so never pushed.
+        if dtype == pl.String and op == "NotEq" and not self.dialect.exact_strings:
+            # A case-insensitive or PAD SPACE collation makes 'A' <> 'a' and 'A ' <> 'A'
+            # false: a subset, so never pushed.
             return None
         sql_value = self.literal(literal.value, literal.dtype, dtype)
         if sql_value is None:
             return None
-        exact = not (dtype == pl.String and self.dialect == "sqlite")
+        exact = dtype != pl.String or self.dialect.exact_strings
         return _COMPARE[op](this=_col(name), expression=sql_value), exact
 
     def compare_temporal(
@@ -178,38 +192,74 @@ class _Translator:
         value = literal.value
         if op == "NotEq" or not _same_temporal_kind(value, literal.dtype, dtype):
             return None
+        if self.dialect.temporal == "none":
+            return None
         column = _col(name)
-        if self.dialect == "sqlite":
+        if self.dialect.temporal == "sqlite-text":
             return _sqlite_text_bound(column, op, literal), False
-        truncated = getattr(literal.dtype, "time_unit", None) == "ns"
-        if not truncated:
+        # The true literal lies in [low, high]: the IR shows nanosecond literals truncated
+        # to microseconds, and a column that drops fractions of a second compares with
+        # the literal's whole seconds. Past either, the bound is widened to [low, high].
+        low = high = value
+        if getattr(literal.dtype, "time_unit", None) == "ns":
+            high = value + _ONE_MICROSECOND  # type: ignore[operator]
+        if self.dialect.whole_seconds and isinstance(value, dt.datetime):
+            low = value.replace(microsecond=0)
+            if high.microsecond:  # type: ignore[union-attr]
+                high = high.replace(microsecond=0) + _ONE_SECOND  # type: ignore[union-attr]
+        if low == high == value:
             return _COMPARE[op](this=column, expression=self.temporal(value)), True
-        # The IR shows nanosecond literals truncated to microseconds: widen by one.
-        lower = exp.GTE(this=column, expression=self.temporal(value))
-        upper = exp.LTE(this=column, expression=self.temporal(value + _ONE_MICROSECOND))  # type: ignore[operator]
+        lower = exp.GTE(this=column, expression=self.temporal(low))
+        upper = exp.LTE(this=column.copy(), expression=self.temporal(high))
         return _bounded(op, lower, upper), False
 
     def temporal(self, value: object) -> exp.Expression:
+        """A date or datetime literal, written so the database reads it as that value
+        whatever its session's formats (Oracle's casts follow NLS_DATE_FORMAT)."""
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+            if self.dialect.utc_text:
+                value = value.replace(tzinfo=None)
+        if self.dialect.temporal == "oracle":
+            return _oracle_temporal(value)
         if isinstance(value, dt.datetime):
-            if value.tzinfo is not None:
-                utc = value.astimezone(dt.UTC).isoformat(sep=" ")
-                return exp.cast(exp.Literal.string(utc), exp.DataType.build("TIMESTAMPTZ"))
-            return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
+            text = exp.Literal.string(value.isoformat(sep=" "))
+            zoned = value.tzinfo is not None
+            return exp.cast(text, exp.DataType.build("TIMESTAMPTZ" if zoned else "TIMESTAMP"))
         return exp.cast(exp.Literal.string(value.isoformat()), "DATE")  # type: ignore[attr-defined]
+
+    def string(self, value: str) -> exp.Expression | None:
+        """``value`` as a string literal, or None where the dialect cannot be trusted to
+        read it back as written (a backslash under MySQL's changeable escaping, Oracle's
+        empty string, a generic database)."""
+        if not self.dialect.strings:
+            return None
+        if self.dialect.backslash_escapes and "\\" in value:
+            return None
+        if self.dialect.empty_string_is_null and not value:
+            return None
+        return exp.Literal.string(value)
 
     def literal(
         self, value: object, dtype: pl.DataType, column: pl.DataType
     ) -> exp.Expression | None:
         if column.is_temporal():
-            if not _same_temporal_kind(value, dtype, column) or self.dialect == "sqlite":
+            if not _same_temporal_kind(value, dtype, column) or self.dialect.temporal in (
+                "sqlite-text",
+                "none",
+            ):
                 return None
             if getattr(dtype, "time_unit", None) == "ns":
                 return None
+            if self.dialect.whole_seconds and getattr(value, "microsecond", 0):
+                return None
             return self.temporal(value)
         if column == pl.Boolean:
-            return exp.Boolean(this=value) if isinstance(value, bool) else None
+            if not self.dialect.booleans or not isinstance(value, bool):
+                return None
+            return exp.Boolean(this=value)
         if column == pl.String:
-            return exp.Literal.string(value) if isinstance(value, str) else None
+            return self.string(value) if isinstance(value, str) else None
         if column.is_integer() or column.is_float():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return None
@@ -288,35 +338,70 @@ def _same_temporal_kind(value: object, dtype: pl.DataType, column: pl.DataType) 
     )
 
 
-def parse_query(query: str, dialect: str) -> exp.Expression:
-    """The user's query parsed in ``dialect``; a syntax error names the query."""
+def _oracle_temporal(value: object) -> exp.Expression:
+    """Oracle's literal for ``value``, its format spelled out."""
+    if not isinstance(value, dt.datetime):
+        return exp.Anonymous(
+            this="TO_DATE",
+            expressions=[exp.Literal.string(value.isoformat()), exp.Literal.string("YYYY-MM-DD")],  # type: ignore[attr-defined]
+        )
+    text = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    function, form = "TO_TIMESTAMP", "YYYY-MM-DD HH24:MI:SS.FF6"
+    if value.tzinfo is not None:
+        function, form, text = "TO_TIMESTAMP_TZ", form + " TZH:TZM", text + " +00:00"
+    return exp.Anonymous(
+        this=function, expressions=[exp.Literal.string(text), exp.Literal.string(form)]
+    )
+
+
+def false(dialect: Dialect) -> exp.Expression:
+    """A condition no row meets: ``FALSE``, or ``1 = 0`` where there are no booleans."""
+    if dialect.booleans:
+        return exp.false()
+    return exp.EQ(this=exp.Literal.number(1), expression=exp.Literal.number(0))
+
+
+def parse_query(query: str, dialect: Dialect) -> str:
+    """The user's query, checked to be one SELECT statement in ``dialect``, without its
+    closing semicolon. A syntax error names the query.
+
+    The query is sent to the database as written (see :func:`embed`): parsing only checks
+    it, since sqlglot's rewrite of a query may differ from what its author meant.
+    """
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"query must be a non-empty SQL string, not {query!r}")
     try:
-        statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
+        statements = [s for s in sqlglot.parse(query, read=dialect.sqlglot) if s is not None]
     except sqlglot.errors.ParseError as exc:
-        raise ValueError(f"query {query!r} is not valid {dialect} SQL: {exc}") from None
+        raise ValueError(f"query {query!r} is not valid {dialect.name} SQL: {exc}") from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise ValueError(f"query {query!r} must be exactly one SELECT statement")
-    return statements[0]
+    return query.strip().rstrip(";").rstrip()
 
 
-def as_subquery(query: exp.Expression) -> exp.Subquery:
-    """``(<query>) AS q``: the user's query, untouched, as the source of our own SELECT."""
-    return exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=exp.to_identifier("q")))
+def embed(select: exp.Select, query: str, dialect: Dialect) -> str:
+    """``select``, whose source is ``(<query>) AS q``, as SQL, with ``query`` as written.
+
+    The query goes in on lines of its own, so a trailing ``--`` comment ends with it.
+    """
+    placeholder = f"piot_query_{uuid.uuid4().hex}"
+    source = exp.alias_(exp.to_table(placeholder), "q", table=True)
+    sql = select.from_(source).sql(dialect=dialect.sqlglot)
+    return sql.replace(placeholder, f"(\n{query}\n)", 1)
 
 
 def wrap_query(
-    query: exp.Expression,
+    query: str,
     columns: list[str],
     where: exp.Expression | None,
     limit: int | None,
-    dialect: str,
+    dialect: Dialect,
 ) -> str:
-    """``SELECT <columns> FROM (<query>) AS q [WHERE <where>] [LIMIT <limit>]``."""
-    select = exp.select(*[_col(c) for c in columns]).from_(as_subquery(query))
+    """``SELECT <columns> FROM (<query>) AS q [WHERE <where>] [LIMIT <limit>]``: the LIMIT
+    only where the dialect has one (the reader stops after ``limit`` rows anyway)."""
+    select = exp.select(*[_col(c) for c in columns])
     if where is not None:
         select = select.where(where)
-    if limit is not None:
+    if limit is not None and dialect.limit:
         select = select.limit(limit)
-    return select.sql(dialect=dialect)
+    return embed(select, query, dialect)

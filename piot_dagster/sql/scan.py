@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
 from polars.io.plugins import register_io_source
-from sqlglot import exp
 
 from piot_dagster.engine.frames import slices
 from piot_dagster.engine.plan_reader import predicate_expr
 from piot_dagster.engine.statements import STATEMENT_LOGGER
 from piot_dagster.sql.connection import Connection
+from piot_dagster.sql.dialects import Dialect
 from piot_dagster.sql.pushdown import parse_query, to_sql_filter, wrap_query
 from piot_dagster.sql.schema import discover_schema
 
@@ -33,7 +32,8 @@ def scan_db(
     <filter>``, where the filter is a sound SQL translation of what Polars pushed (the
     database may return more rows, never fewer; the full Polars predicate is re-applied).
     Rows stream back as Arrow batches (ADBC for SQLite and PostgreSQL, DuckDB's own
-    reader), opened in whichever process collects, so the plan runs in Ray workers too.
+    reader, connectorx for MySQL, arrow-odbc for ODBC), opened in whichever process
+    collects, so the plan runs in Ray workers too. The query is sent as written.
 
     Parameters
     ----------
@@ -41,7 +41,12 @@ def scan_db(
         One SELECT statement in the database's dialect.
     connection
         ``sqlite:///path``, ``duckdb:///path`` (opened read-only) or
-        ``postgresql://user:password@host:port/db`` (also ``postgres://``).
+        ``postgresql://user:password@host:port/db`` (also ``postgres://``),
+        ``mysql://user:password@host:port/db`` (also ``mariadb://``), or an ODBC
+        connection string, ``Driver={PostgreSQL Unicode};Server=host;Uid=u;Pwd=p;``,
+        whose database (PostgreSQL, MySQL/MariaDB, SQLite, SQL Server, Oracle,
+        Snowflake, or a generic one that gets no pushdown it cannot prove) the driver
+        names.
     schema
         Dtypes that override the database's declared types, by column name.
 
@@ -53,7 +58,7 @@ def scan_db(
     ... )  # doctest: +SKIP
     >>> lf.filter(pl.col("symbol") == "AAPL").collect()  # doctest: +SKIP
     """
-    conn = Connection.parse(connection)
+    conn = Connection.parse(connection).resolved()
     parsed = parse_query(query, conn.dialect)
     declared = conn.call(f"query {query!r} failed", lambda: discover_schema(conn, parsed))
     if schema is not None:
@@ -65,23 +70,30 @@ def scan_db(
                 f"schema names columns {unknown} that the query does not return; "
                 f"its columns are {declared.names()}"
             )
-        declared = pl.Schema({name: schema.get(name, dtype) for name, dtype in declared.items()})
-    source = _SqlSource(conn, parsed, declared)
+    overridden = pl.Schema(
+        {name: (schema or {}).get(name, dtype) for name, dtype in declared.items()}
+    )
+    source = _SqlSource(conn, parsed, overridden, declared)
     return register_io_source(
         source,
-        schema=declared,
+        schema=overridden,
         explain_name="piot.scan_db",
-        explain_detail=f"{conn.redacted}: {query}",
+        explain_detail=f"{conn.redacted} ({conn.dialect.name}): {query}",
     )
 
 
 class _SqlSource:
     """The Polars IO source behind ``scan_db``: plain values only, so it pickles."""
 
-    def __init__(self, connection: Connection, query: exp.Query, schema: pl.Schema) -> None:
+    def __init__(
+        self, connection: Connection, query: str, schema: pl.Schema, declared: pl.Schema
+    ) -> None:
         self.connection = connection
         self.query = query
+        # What the frames are cast to (``schema=`` overrides applied), and what readers
+        # that must be told types (arrow-odbc) read: the database's own.
         self.schema = schema
+        self.declared = declared
 
     def sql(
         self, with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None
@@ -95,9 +107,15 @@ class _SqlSource:
         where = None
         if predicate is not None and n_rows is None:
             typed = predicate_expr(predicate, self.schema)
-            pushed = to_sql_filter(typed, self.schema, self.dialect)
+            pushed = to_sql_filter(typed, self.pushable, self.dialect)
             where = None if pushed is None else pushed[0]
         return wrap_query(self.query, self.columns(with_columns), where, n_rows, self.dialect)
+
+    @property
+    def pushable(self) -> pl.Schema:
+        """The columns a filter may be pushed on: those whose dtype was not overridden (the
+        database compares its own values, which a cast in Polars could order otherwise)."""
+        return pl.Schema({c: t for c, t in self.declared.items() if self.schema[c] == t})
 
     def columns(self, with_columns: list[str] | None) -> list[str]:
         if with_columns is None:
@@ -106,7 +124,7 @@ class _SqlSource:
         return with_columns or self.schema.names()[:1]
 
     @property
-    def dialect(self) -> str:
+    def dialect(self) -> Dialect:
         return self.connection.dialect
 
     def __call__(
@@ -119,40 +137,21 @@ class _SqlSource:
         sql = self.sql(with_columns, predicate, n_rows)
         # Recorded in a partition's metadata by the engine's writing tasks.
         STATEMENT_LOGGER.debug("%s", sql)
-        wanted = pl.Schema({c: self.schema[c] for c in self.columns(with_columns)})
-        for batch in self.batches(sql):
+        columns = self.columns(with_columns)
+        wanted = pl.Schema({c: self.schema[c] for c in columns})
+        remaining = n_rows
+        for batch in self.connection.read(sql, pl.Schema({c: self.declared[c] for c in columns})):
             frame = _conform(pl.from_arrow(_without_extensions(batch)), wanted)  # type: ignore[arg-type]
+            if remaining is not None:
+                # A dialect without LIMIT sends every row: stop reading at n_rows.
+                frame, remaining = frame.head(remaining), remaining - min(remaining, frame.height)
             if predicate is not None:
                 frame = frame.filter(predicate)
             if with_columns == []:
                 frame = frame.select([])
             yield from slices(frame, batch_size)
-
-    def batches(self, sql: str) -> Iterator[pa.RecordBatch]:
-        with self.connection.open() as conn:
-            yield from self.connection.stream(
-                f"query {sql!r} failed", _execute(conn, self.dialect, sql)
-            )
-
-
-# Rows per Arrow batch read from the database; Polars' smaller batch_size is served by
-# zero-copy slices, since converting and filtering a batch has a fixed cost.
-_READ_BATCH_ROWS = 1_000_000
-
-
-def _execute(conn: Any, dialect: str, sql: str) -> Iterator[pa.RecordBatch]:
-    if dialect == "duckdb":
-        yield from conn.sql(sql).to_arrow_reader(_READ_BATCH_ROWS)
-        return
-    # The cursor owns the stream: keep it open until the last batch is read.
-    with conn.cursor() as cursor:
-        if dialect == "sqlite":
-            # ADBC's SQLite driver reads 1,024 rows a batch by default.
-            cursor.adbc_statement.set_options(
-                **{"adbc.sqlite.query.batch_rows": str(_READ_BATCH_ROWS)}
-            )
-        cursor.execute(sql)
-        yield from cursor.fetch_record_batch()
+            if remaining == 0:
+                return
 
 
 def _without_extensions(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -173,7 +172,18 @@ def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
         if have == dtype:
             continue
         column = pl.col(name)
-        if have == pl.String and dtype == pl.Date:
+        if (
+            isinstance(have, pl.Datetime)
+            and isinstance(dtype, pl.Datetime)
+            and have.time_zone != dtype.time_zone
+            and have.time_zone is None
+        ):
+            # Readers that know no zones (ODBC, connectorx) give UTC wall clock: the
+            # session was set to UTC.
+            casts.append(
+                column.dt.replace_time_zone("UTC").dt.convert_time_zone(dtype.time_zone).cast(dtype)
+            )  # type: ignore[arg-type]
+        elif have == pl.String and dtype == pl.Date:
             casts.append(column.str.slice(0, 10).str.to_date("%Y-%m-%d"))
         elif have == pl.String and isinstance(dtype, pl.Datetime):
             casts.append(

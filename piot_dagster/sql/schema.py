@@ -10,24 +10,32 @@ import polars as pl
 import pyarrow as pa
 from sqlglot import exp
 
+from piot_dagster.sql import mysql, odbc
 from piot_dagster.sql.connection import Connection
+from piot_dagster.sql.pushdown import embed, false
 
-__all__ = ["discover_schema", "sqlite_declared_dtype"]
+__all__ = ["discover_schema", "postgres_declared_dtype", "sqlite_declared_dtype"]
 
 _PROBE = "piot_probe"
 
 
-def discover_schema(connection: Connection, query: exp.Query) -> pl.Schema:
-    """The schema of ``query``'s result as the database declares it."""
-    if connection.dialect == "sqlite":
+def discover_schema(connection: Connection, query: str) -> pl.Schema:
+    """The schema of ``query``'s result as the database declares it (``connection``
+    resolved)."""
+    if connection.driver == "sqlite":
         return _sqlite_schema(connection, query)
-    sql = query.sql(dialect=connection.dialect)
+    # The query's columns, and no row: what a driver describes without reading.
+    empty = embed(exp.select("*").where(false(connection.dialect)), query, connection.dialect)
+    if connection.driver == "mysql":
+        return pl.Schema(mysql.result_fields(connection.uri, empty))
     with connection.open() as conn:
-        if connection.dialect == "duckdb":
-            arrow_schema = conn.sql(sql).limit(0).to_arrow_table().schema
+        if connection.driver == "odbc":
+            return _odbc_schema(conn, connection, query, empty)
+        if connection.driver == "duckdb":
+            arrow_schema = conn.sql(query).limit(0).to_arrow_table().schema
         else:
             with conn.cursor() as cursor:
-                arrow_schema = cursor.adbc_execute_schema(sql)
+                arrow_schema = cursor.adbc_execute_schema(query)
     return _from_arrow(arrow_schema)
 
 
@@ -42,24 +50,85 @@ def _from_arrow(schema: pa.Schema) -> pl.Schema:
     return pl.from_arrow(pa.schema(fields).empty_table()).schema  # type: ignore[union-attr]
 
 
-def _sqlite_schema(connection: Connection, query: exp.Query) -> pl.Schema:
-    # SQLite reports declared types only for views and tables: describe a temporary view
-    # of the query, which lives in the connection's own temp database, not the file.
+def _odbc_schema(conn: Any, connection: Connection, query: str, empty: str) -> pl.Schema:
+    """Over ODBC, the catalog's declared types where the database has one to ask (the
+    PostgreSQL driver describes DOUBLE PRECISION as a float of 17 digits, TIMESTAMPTZ as
+    a timestamp without zone), SQLite's declared types, and the driver's description of
+    each column elsewhere."""
+    if connection.dialect.name == "sqlite":
+        return sqlite_columns(conn, query)
+    if connection.dialect.name == "postgres":
+        conn.execute(f"CREATE OR REPLACE TEMPORARY VIEW {_PROBE} AS\n{query}\n")
+        try:
+            rows = conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                f"WHERE attrelid = '{_PROBE}'::regclass AND attnum > 0 ORDER BY attnum"
+            ).fetchall()
+        finally:
+            conn.execute(f"DROP VIEW {_PROBE}")
+        return pl.Schema({name: postgres_declared_dtype(declared) for name, declared in rows})
+    cursor = conn.execute(empty)
+    try:
+        return pl.Schema(
+            {
+                name: odbc.described_dtype(type_code, precision, scale)
+                for name, type_code, _, _, precision, scale, _ in cursor.description
+            }
+        )
+    finally:
+        cursor.close()
+
+
+def postgres_declared_dtype(declared: str) -> pl.DataType:
+    """The Polars dtype for PostgreSQL's ``format_type`` of a column, as ADBC maps it."""
+    name = declared.lower()
+    if name.startswith("timestamp"):
+        return pl.Datetime("us", "UTC" if name.endswith("with time zone") else None)
+    if name.startswith(("numeric", "decimal")):
+        return pl.Float64()  # as ADBC's NUMERIC text, cast
+    if name.startswith("time"):
+        return pl.Time()
+    return _POSTGRES.get(name, pl.String())
+
+
+_POSTGRES: dict[str, pl.DataType] = {
+    "double precision": pl.Float64(),
+    "real": pl.Float32(),
+    "smallint": pl.Int16(),
+    "integer": pl.Int32(),
+    "bigint": pl.Int64(),
+    "boolean": pl.Boolean(),
+    "date": pl.Date(),
+    "bytea": pl.Binary(),
+}
+
+
+def _sqlite_schema(connection: Connection, query: str) -> pl.Schema:
+    # A read-only connection of our own: the view below lives in its temp database.
     uri = Path(connection.path).resolve().as_uri() + "?mode=ro"  # type: ignore[arg-type]
     conn = connection.call("could not open", lambda: sqlite3.connect(uri, uri=True))
-    probe = exp.Create(
-        this=exp.to_table(_PROBE),
-        kind="VIEW",
-        expression=query.copy(),
-        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-    )
     try:
-        conn.execute(probe.sql(dialect="sqlite"))
-        columns = conn.execute(f"PRAGMA temp.table_info({_PROBE})").fetchall()
+        return sqlite_columns(conn, query)
+    finally:
+        conn.close()
+
+
+def sqlite_columns(conn: Any, query: str) -> pl.Schema:
+    """``query``'s schema on a SQLite connection (sqlite3's, or pyodbc's through the
+    SQLite ODBC driver).
+
+    SQLite reports declared types only for views and tables: this describes a temporary
+    view of the query, which lives in the connection's own temp database, not the file.
+    """
+    conn.execute(f"CREATE TEMPORARY VIEW {_PROBE} AS\n{query}\n")
+    try:
+        columns = [
+            tuple(row) for row in conn.execute(f"PRAGMA temp.table_info({_PROBE})").fetchall()
+        ]
         undeclared = [name for _, name, declared, *_ in columns if not declared]
         inferred = _sqlite_inferred(conn, undeclared)
     finally:
-        conn.close()
+        conn.execute(f"DROP VIEW temp.{_PROBE}")
     return pl.Schema(
         {
             name: sqlite_declared_dtype(declared) or inferred[name]
