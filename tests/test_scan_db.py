@@ -334,6 +334,34 @@ def test_the_plan_pickles_and_reads_after_a_round_trip(source, module):
     assert_frame_equal(module.loads(module.dumps(lf)).collect(), lf.collect())
 
 
+@pytest.mark.usefixtures("odbc_drivers")
+def test_an_odbc_value_too_long_for_its_buffer_fails_and_is_never_truncated(mysql_url):
+    """MariaDB's ODBC driver reports a capped value's length as the cap: 70,000 bytes
+    would read as 65,536 without the check that no value fills its buffer."""
+    from tests.databases import mysql_connect
+
+    table = "piot_long_" + os.urandom(4).hex()
+    conn = mysql_connect(mysql_url)
+    with conn.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {table} (id INT, s MEDIUMTEXT)")
+        cursor.execute(
+            f"INSERT INTO {table} VALUES (1, REPEAT('x', 60000)), (2, REPEAT('z', 70000))"
+        )
+    try:
+        lf = piot_dagster.scan_db(
+            f"SELECT id, s FROM {table}", connection=odbc_string("mariadb", mysql_url=mysql_url)
+        )
+        short = lf.filter(pl.col("id") == 1).collect()
+        assert short["s"].str.len_bytes().to_list() == [60000]
+        with pytest.raises(piot_dagster.DatabaseError, match=r"columns \['s'\].*mysql://"):
+            lf.collect()
+        full = piot_dagster.scan_db(f"SELECT id, s FROM {table}", connection=mysql_url)
+        assert full.collect()["s"].str.len_bytes().to_list() == [60000, 70000]
+    finally:
+        drop_mysql(mysql_url, table)
+        conn.close()
+
+
 def test_duckdb_files_are_opened_read_only(duckdb_uri):
     path = duckdb_uri.removeprefix("duckdb:///")
     before = Path(path).stat().st_mtime_ns

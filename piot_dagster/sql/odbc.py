@@ -33,9 +33,11 @@ __all__ = [
 _PAIR = re.compile(r"\s*([^=;]+?)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)\s*(?:;|$)")
 _SECRET_KEYS = {"pwd", "password"}
 # Rows per batch, and the largest text or binary value arrow-odbc makes room for where the
-# driver reports no length (TEXT, BLOB): 100,000 rows of one such column is 400 MB at most.
+# driver reports a larger or no length (LONGTEXT, JSON); arrow-odbc shrinks a batch to stay
+# under its 512 MiB a batch (8,192 rows of one such column).
 _BATCH_ROWS = 100_000
-_MAX_VALUE_BYTES = 4096
+_MAX_VALUE_BYTES = 65_536
+_TOO_LARGE = "too large to be written into the allocated buffer"
 
 
 def looks_like_odbc(text: str) -> bool:
@@ -150,16 +152,53 @@ def read_batches(
     text: str, session: str | None, sql: str, schema: pl.Schema
 ) -> Iterator[pa.RecordBatch]:
     """``sql``'s rows as Arrow batches of ``schema``, on a connection that first runs the
-    ``session`` statement."""
+    ``session`` statement.
+
+    A value that does not fit its buffer is an error, never a truncated value: arrow-odbc
+    refuses one the driver says is longer, and MariaDB's driver, which reports a capped
+    value's length as the cap, is caught by the check that no value fills its buffer.
+    """
     from arrow_odbc import connect
 
     connection = connect(text)
     if session is not None:
         connection.execute(session)
-    yield from connection.read_arrow_batches(
+    reader = connection.read_arrow_batches(
         sql,
         batch_size=_BATCH_ROWS,
         schema=arrow_schema(schema),
         max_text_size=_MAX_VALUE_BYTES,
         max_binary_size=_MAX_VALUE_BYTES,
+    )
+    variadic = [n for n, t in schema.items() if t in (pl.String, pl.Binary)]
+    while True:
+        try:
+            batch = next(reader)
+        except StopIteration:
+            return
+        except Exception as exc:
+            if _TOO_LARGE not in str(exc):
+                raise
+            failure = _too_long(f"the driver says: {exc}")
+            break
+        full = [n for n in variadic if _longest(batch.column(n)) >= _MAX_VALUE_BYTES]
+        if full:
+            failure = _too_long(f"columns {full} hold values of {_MAX_VALUE_BYTES:,} bytes or more")
+            break
+        yield batch
+    raise failure
+
+
+def _longest(column: pa.Array) -> int:
+    import pyarrow.compute as pc
+
+    return pc.max(pc.binary_length(column)).as_py() or 0
+
+
+def _too_long(detail: str) -> ValueError:
+    return ValueError(
+        f"a value is longer than ODBC reads here ({detail}); read it by the database's URI "
+        "(postgresql://, mysql://), raise the driver's own limit in the connection string "
+        "(psqlODBC: MaxVarcharSize=, MaxLongVarcharSize=), or select a prefix of it in the "
+        f"query (at most {_MAX_VALUE_BYTES - 1:,} bytes)"
     )
