@@ -11,8 +11,9 @@ trades_daily's partitions as one frame.
 Configuration (environment variables, read when Dagster loads this file):
 
 - ``PIOT_SOURCE_URI``: read trades from this database instead of the embedded one, e.g.
-  ``postgresql://user:password@host:5432/markets`` (a ``trades`` table with ``ts``,
-  ``symbol``, ``price`` and ``qty``);
+  ``postgresql://user:password@host:5432/markets``, ``mysql://user:password@host:3306/markets``
+  or an ODBC string, ``Driver={MariaDB Unicode};Server=host;Database=markets;Uid=u;Pwd=p;``
+  (a ``trades`` table with ``ts``, ``symbol``, ``price`` and ``qty``);
 - ``PIOT_TRADES_DB``: where the embedded SQLite database is built on first use
   (default ``data/trades.db`` beside this file);
 - ``PIOT_ASSET_DIR``: where partition files go (default: the Dagster instance's storage);

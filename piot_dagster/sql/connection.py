@@ -143,7 +143,9 @@ class Connection:
     def where(self) -> str:
         """What errors say the database is: its driver and dialect, and host or file."""
         place = f"{self.host}:{self.port}" if self.host else self.path
-        kind = self.driver if self.driver != "odbc" else f"odbc, {self.dialect.name}"
+        kind = self.driver
+        if self.driver == "odbc" and self.dialect is not GENERIC:
+            kind = f"odbc, {self.dialect.name}"
         return f"{kind} at {place}"
 
     def scrub(self, text: str) -> str:

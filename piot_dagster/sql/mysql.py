@@ -73,9 +73,6 @@ def result_fields(uri: str, sql: str) -> list[tuple[str, pl.DataType]]:
         user=unquote(parts.username or "root"),
         password=unquote(parts.password or ""),
         database=unquote(parts.path.lstrip("/")) or None,
-        # The metadata travels on the same network as the rows: no TLS handshake
-        # unless the URI asks for one (connectorx decides that for the rows).
-        ssl_disabled=True,
     )
     try:
         with connection.cursor() as cursor:
