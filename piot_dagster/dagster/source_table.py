@@ -161,7 +161,9 @@ class SourceTable:
             return dg.observable_source_asset(
                 name=self.name,
                 partitions_def=self.partitions_def,
-                description=f"The rows of `{self.query}` on {self._source.redacted}.",
+                # Parsed, not resolved: loading a code location never connects.
+                description=f"The rows of `{self.query}` on "
+                f"{Connection.parse(self.connection).redacted}.",
                 group_name="sources",
             )(_observe)
 
@@ -273,7 +275,7 @@ def _fingerprint_sql(query: str, date_column: str, columns: list[str], source: C
         number = exp.Anonymous(
             this="CONV", expressions=[digits, exp.Literal.number(16), exp.Literal.number(10)]
         )
-        row_hash = exp.cast(number, "UNSIGNED")
+        row_hash = exp.cast(number, exp.DataType.build("UNSIGNED", dialect="mysql"))
     elif dialect.name == "postgres":
         day = exp.cast(ts, "DATE")
         # The first 60 bits of the MD5 of the row's text, as a number.

@@ -46,6 +46,8 @@ class Dialect:
     backslash_escapes: bool = False
     #: Whether ``''`` is NULL (Oracle): an empty string is never written as a literal.
     empty_string_is_null: bool = False
+    #: Whether a non-ASCII string is written as a national literal (SQL Server's N'…').
+    national_strings: bool = False
     #: Whether string literals are pushed at all.
     strings: bool = True
     #: The statement that makes a session show zoned times in UTC, run before each read
@@ -75,7 +77,14 @@ DIALECTS: dict[str, Dialect] = {
             utc_session="SET SESSION time_zone = '+00:00'",
         ),
         # Not run here: the SQL they are sent is tested (README, "Databases").
-        Dialect("tsql", "tsql", temporal="cast", whole_seconds=True, booleans=False),
+        Dialect(
+            "tsql",
+            "tsql",
+            temporal="cast",
+            whole_seconds=True,
+            booleans=False,
+            national_strings=True,
+        ),
         Dialect(
             "oracle",
             "oracle",

@@ -73,6 +73,9 @@ def result_fields(uri: str, sql: str) -> list[tuple[str, pl.DataType]]:
         user=unquote(parts.username or "root"),
         password=unquote(parts.password or ""),
         database=unquote(parts.path.lstrip("/")) or None,
+        # As connectorx reads the rows: PyMySQL's default ("TLS if offered") would load
+        # the system's certificates on every scan_db() call, 35 ms of its planning.
+        ssl_disabled=True,
     )
     try:
         with connection.cursor() as cursor:

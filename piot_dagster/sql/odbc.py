@@ -34,9 +34,10 @@ _PAIR = re.compile(r"\s*([^=;]+?)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)\s*(?:;|$)")
 _SECRET_KEYS = {"pwd", "password"}
 # Rows per batch, and the largest text or binary value arrow-odbc makes room for where the
 # driver reports a larger or no length (LONGTEXT, JSON); arrow-odbc shrinks a batch to stay
-# under its 512 MiB a batch (8,192 rows of one such column).
+# under _BATCH_BYTES a batch (1,024 rows of one such column).
 _BATCH_ROWS = 100_000
 _MAX_VALUE_BYTES = 65_536
+_BATCH_BYTES = 64 * 2**20
 _TOO_LARGE = "too large to be written into the allocated buffer"
 
 
@@ -68,9 +69,11 @@ def redact(text: str) -> str:
     """The connection string with its password values replaced by ``***``."""
 
     def hide(match: re.Match[str]) -> str:
-        if match.group(1).lower() in _SECRET_KEYS:
-            return match.group(0).replace(match.group(2), "***", 1)
-        return match.group(0)
+        if match.group(1).lower() not in _SECRET_KEYS:
+            return match.group(0)
+        # The value's own span: the same text may also appear in the key (Pwd=P).
+        start, end = match.start(2) - match.start(0), match.end(2) - match.start(0)
+        return match.group(0)[:start] + "***" + match.group(0)[end:]
 
     return _PAIR.sub(hide, text)
 
@@ -169,6 +172,9 @@ def read_batches(
         schema=arrow_schema(schema),
         max_text_size=_MAX_VALUE_BYTES,
         max_binary_size=_MAX_VALUE_BYTES,
+        # arrow-odbc keeps two batches' buffers (it fetches ahead): 64 MiB each, not 512,
+        # which a TEXT column's 64 KiB a row would fill (1.6 GB growth for 2M rows).
+        max_bytes_per_batch=_BATCH_BYTES,
     )
     variadic = [n for n, t in schema.items() if t in (pl.String, pl.Binary)]
     while True:

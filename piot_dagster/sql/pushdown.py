@@ -234,9 +234,14 @@ class _Translator:
         empty string, a generic database)."""
         if not self.dialect.strings:
             return None
-        if self.dialect.backslash_escapes and "\\" in value:
-            return None
         if self.dialect.empty_string_is_null and not value:
+            return None
+        if self.dialect.national_strings and not value.isascii():
+            # SQL Server reads a plain literal in the database's code page ('Ω' as '?').
+            return exp.National(this=value)
+        # sqlglot writes a backslash, a newline, a tab... with a backslash escape, which
+        # MySQL's NO_BACKSLASH_ESCAPES would read as written.
+        if self.dialect.backslash_escapes and ("\\" in value or not value.isprintable()):
             return None
         return exp.Literal.string(value)
 
