@@ -514,3 +514,90 @@ def test_the_code_location_reads_postgresql_when_configured(location_env, postgr
         with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
             cur.execute(f"DROP SCHEMA {schema} CASCADE")
             conn.commit()
+
+
+WEEK = [f"2024-01-0{d}" for d in range(1, 8)]
+
+
+@pytest.fixture(scope="module")
+def mariadb_trades(mysql_url: str) -> Iterator[str]:
+    """A fresh MariaDB database holding the code location's ``trades`` for the week of
+    2024-01-01 (7 x 96 x 20 rows), indexed on ``ts``; its ``mysql://`` URI. Dropped after."""
+    from urllib.parse import urlsplit
+
+    from tests.databases import mysql_connect
+
+    database = "piot_location_" + os.urandom(4).hex()
+    url = urlsplit(mysql_url)._replace(path=f"/{database}").geturl()
+    trades = load_definitions().synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 8))
+    admin = mysql_connect(mysql_url)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{database}`")
+        conn = mysql_connect(url)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    "CREATE TABLE trades (ts DATETIME(6), symbol VARCHAR(16), price DOUBLE, "
+                    "qty BIGINT, INDEX (ts))"
+                )
+                rows = trades.rows()
+                for start in range(0, len(rows), 5_000):
+                    cursor.executemany(
+                        "INSERT INTO trades VALUES (%s, %s, %s, %s)", rows[start : start + 5_000]
+                    )
+        finally:
+            conn.close()
+        yield url
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        admin.close()
+
+
+def mariadb_connection(url: str, reached: str) -> str:
+    """``url`` itself, or the MariaDB ODBC string for the same database."""
+    from tests.databases import odbc_string
+
+    return url if reached == "uri" else odbc_string("mariadb", mysql_url=url)
+
+
+@pytest.mark.parametrize("reached", ["uri", "odbc"])
+def test_the_code_location_backfills_a_week_from_mariadb_by_uri_or_odbc(
+    location_env, mariadb_trades, tmp_path, reached, request
+):
+    if reached == "odbc":
+        request.getfixturevalue("odbc_drivers")
+    env = {
+        **location_env,
+        "PIOT_SOURCE_URI": mariadb_connection(mariadb_trades, reached),
+        "PIOT_TRADES_DB": str(tmp_path / "unused.db"),
+    }
+    materialize_cli(env, "trades_daily", "--partition-range", f"{WEEK[0]}...{WEEK[-1]}")
+    folder = tmp_path / "assets" / "trades_daily"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{day}.parquet" for day in WEEK]
+    # The rows the database was given, day by day (prices follow a row's place in the week).
+    week = load_definitions().synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 8))
+    for day in WEEK:
+        stored = pl.read_parquet(folder / f"{day}.parquet")
+        assert stored.height == 96 * 20, day
+        given = week.filter(pl.col("ts").dt.date() == dt.date.fromisoformat(day))
+        assert_frame_equal(stored.sort("ts", "symbol"), given.sort("ts", "symbol"))
+    assert not (tmp_path / "unused.db").exists(), "the embedded database is not built"
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert len(instance.get_runs()) == 1, "a week's backfill is one run"
+
+
+def test_the_code_locations_source_table_fingerprints_mariadb_alike_by_uri_and_odbc(
+    mariadb_trades, odbc_drivers, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PIOT_TRADES_DB", str(tmp_path / "unused.db"))
+    versions = []
+    for reached in ("uri", "odbc"):
+        monkeypatch.setenv("PIOT_SOURCE_URI", mariadb_connection(mariadb_trades, reached))
+        location = load_definitions()
+        assert location.trades_source().select(pl.len()).collect().item() == 7 * 96 * 20
+        versions.append(location.trades_table.versions())
+    assert sorted(versions[0]) == WEEK
+    assert versions[1] == versions[0]
+    assert not (tmp_path / "unused.db").exists()
