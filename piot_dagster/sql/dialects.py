@@ -41,8 +41,9 @@ class Dialect:
     #: Whether a LIMIT (or TOP, FETCH FIRST) is known; without, Polars truncates.
     limit: bool = True
     #: Whether a backslash in a string literal may be an escape character, depending on
-    #: the server's settings (MySQL's NO_BACKSLASH_ESCAPES): values holding one are never
-    #: written as literals, so no setting changes what a literal means.
+    #: the server's settings (MySQL's NO_BACKSLASH_ESCAPES): values holding one, or a
+    #: control character sqlglot would escape with one, are never written as literals,
+    #: so no setting changes what a literal means.
     backslash_escapes: bool = False
     #: Whether ``''`` is NULL (Oracle): an empty string is never written as a literal.
     empty_string_is_null: bool = False
