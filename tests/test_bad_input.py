@@ -181,7 +181,7 @@ def unpartitioned_asset() -> None: ...
     [
         ("daily_asset", {}, TypeError, "asset must be an asset definition"),
         (unpartitioned_asset, {}, TypeError, "asset unpartitioned_asset: .*partitions must be"),
-        (daily_asset, {"connection": "mysql://h/db"}, ValueError, "unsupported URI scheme"),
+        (daily_asset, {"connection": "oracle://h/db"}, ValueError, "unsupported URI scheme"),
         (daily_asset, {"query": "DROP TABLE t"}, ValueError, "exactly one SELECT"),
         (daily_asset, {"date_column": 3}, TypeError, "date_column must name a column"),
         (daily_asset, {"date_column": ""}, TypeError, "date_column must name a column"),
