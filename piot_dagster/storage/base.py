@@ -93,8 +93,15 @@ class Storage(abc.ABC):
         """The whole content of ``key``, from one read: one version, never a mix."""
 
     @abc.abstractmethod
-    def list(self, folders: Sequence[str]) -> dict[str, Listed]:
-        """The entries directly inside ``folders``, by key, from one listing."""
+    def list(self, folders: Sequence[str], *, recursive: bool = False) -> dict[str, Listed]:
+        """The entries directly inside ``folders`` (at any depth if ``recursive``), by key,
+        from one listing. Names starting with ``.`` (ours, unfinished) are left out."""
+
+    @abc.abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Store ``data`` at ``key`` unless something is there already: whether it stored
+        it. Two writers racing for one key never both succeed where the storage keeps that
+        promise (an object store honouring conditional PUT does)."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:

@@ -67,20 +67,36 @@ class LocalStorage(Storage):
         # One open handle: a rename replacing the file meanwhile is not seen.
         return self.path(key).read_bytes()
 
-    def list(self, folders: Sequence[str]) -> dict[str, Listed]:
-        prefix = "/".join(folders)
-        try:
-            entries = list(os.scandir(self.root.joinpath(*folders)))
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
+    def list(self, folders: Sequence[str], *, recursive: bool = False) -> dict[str, Listed]:
         listed = {}
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_file():
+        pending = ["/".join(folders)]
+        while pending:
+            prefix = pending.pop()
+            try:
+                entries = list(os.scandir(self.root.joinpath(*prefix.split("/"))))
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            stat = entry.stat()
-            key = f"{prefix}/{entry.name}" if prefix else entry.name
-            listed[key] = Listed(key, Stored(stat.st_size, str(stat.st_mtime_ns)))
+            for entry in entries:
+                key = f"{prefix}/{entry.name}" if prefix else entry.name
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    if recursive:
+                        pending.append(key)
+                elif entry.is_file():
+                    stat = entry.stat()
+                    listed[key] = Listed(key, Stored(stat.st_size, str(stat.st_mtime_ns)))
         return listed
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        try:
+            with open(path, "xb") as file:
+                file.write(data)
+        except FileExistsError:
+            return False
+        return True
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

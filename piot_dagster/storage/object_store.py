@@ -110,18 +110,31 @@ class ObjectStorage(Storage):
         except Exception as exc:
             raise self.error(exc, "read", key) from None
 
-    def list(self, folders: Sequence[str]) -> dict[str, Listed]:
+    def list(self, folders: Sequence[str], *, recursive: bool = False) -> dict[str, Listed]:
         prefix = "/".join(folders)
         try:
-            # Direct children only: the folder's own objects, however deep the others go.
-            found = obstore.list_with_delimiter(self.store, prefix=prefix or None)
+            if recursive:
+                pages = obstore.list(self.store, prefix=prefix or None)
+                found = [meta for page in pages for meta in page]
+            else:
+                # Direct children only: the folder's own objects, however deep the others go.
+                found = obstore.list_with_delimiter(self.store, prefix=prefix or None)["objects"]
         except Exception as exc:
             raise self.error(exc, "list", prefix) from None
         return {
             meta["path"]: Listed(meta["path"], Stored(meta["size"], meta["e_tag"] or ""))
-            for meta in found["objects"]
+            for meta in found
             if not meta["path"].rsplit("/", 1)[-1].startswith(".")
         }
+
+    def create(self, key: str, data: bytes) -> bool:
+        try:
+            obstore.put(self.store, key, data, mode="create", use_multipart=False)
+        except obstore.exceptions.AlreadyExistsError:
+            return False
+        except Exception as exc:
+            raise self.error(exc, "write", key) from None
+        return True
 
     def delete(self, key: str) -> None:
         try:

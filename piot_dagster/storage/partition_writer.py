@@ -11,7 +11,7 @@ import polars as pl
 from piot_dagster.storage import parquet
 from piot_dagster.storage.base import Storage, Stored
 
-__all__ = ["PartitionWriter", "WrittenFile"]
+__all__ = ["PartitionWriter", "WrittenFile", "describe"]
 
 
 @dataclass(frozen=True)
@@ -68,26 +68,42 @@ class PartitionWriter:
         stored = self.storage.put(self.key, data, token=self.token, proceed=proceed)
         if stored is None:
             return None
-        column = self.date_column
-        dates = frame[column] if column else None
-        outside = None
-        if dates is not None and self.window is not None:
-            physical = dates.to_physical()
-            outside = int(((physical < self.window[0]) | (physical >= self.window[1])).sum())
-        return WrittenFile(
-            uri=self.uri,
-            key=self.key,
-            rows=frame.height,
-            bytes=len(data),
-            schema=dict(frame.schema),
-            date_min=dates.min() if dates is not None else None,
-            date_max=dates.max() if dates is not None else None,
-            date_nulls=dates.null_count() if dates is not None else None,
-            outside_window=outside,
-            sql=tuple(sql),
-            stored=stored,
+        return describe(
+            self.storage, self.key, frame, data, stored, sql, self.date_column, self.window
         )
 
     def discard(self) -> None:
         """Remove whatever an unfinished write left behind."""
         self.storage.discard(self.key, self.token)
+
+
+def describe(
+    storage: Storage,
+    key: str,
+    frame: pl.DataFrame,
+    data: bytes,
+    stored: Stored,
+    sql: Sequence[str],
+    date_column: str | None,
+    window: tuple[int, int] | None,
+) -> WrittenFile:
+    """What was written: ``frame`` stored as ``data`` at ``key``, with ``date_column``'s
+    range, nulls and rows outside ``window`` (half-open, in the column's physical unit)."""
+    dates = frame[date_column] if date_column else None
+    outside = None
+    if dates is not None and window is not None:
+        physical = dates.to_physical()
+        outside = int(((physical < window[0]) | (physical >= window[1])).sum())
+    return WrittenFile(
+        uri=storage.uri(key),
+        key=key,
+        rows=frame.height,
+        bytes=len(data),
+        schema=dict(frame.schema),
+        date_min=dates.min() if dates is not None else None,
+        date_max=dates.max() if dates is not None else None,
+        date_nulls=dates.null_count() if dates is not None else None,
+        outside_window=outside,
+        sql=tuple(sql),
+        stored=stored,
+    )
