@@ -14,6 +14,7 @@ from piot_dagster.sql import DatabaseError, scan_db
 
 if TYPE_CHECKING:
     from piot_dagster.dagster import (
+        RayDeltaIOManager,
         RayParquetIOManager,
         RayResource,
         SourceTable,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 # its task, and importing Dagster there cost each new worker about a second.
 _DAGSTER = frozenset(
     {
+        "RayDeltaIOManager",
         "RayParquetIOManager",
         "RayResource",
         "SourceTable",
@@ -49,6 +51,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DatabaseError",
     "PeriodExecutionError",
+    "RayDeltaIOManager",
     "RayNotInitializedError",
     "RayParquetIOManager",
     "RayResource",

@@ -2,13 +2,14 @@
 the source table with its refresh sensor."""
 
 from piot_dagster.dagster.checks import partition_checks
-from piot_dagster.dagster.io_manager import RayParquetIOManager
+from piot_dagster.dagster.io_manager import RayDeltaIOManager, RayParquetIOManager
 from piot_dagster.dagster.partitions import partition_unit, time_partitions
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.source_sensor import source_change_sensor
 from piot_dagster.dagster.source_table import SourceTable
 
 __all__ = [
+    "RayDeltaIOManager",
     "RayParquetIOManager",
     "RayResource",
     "SourceTable",

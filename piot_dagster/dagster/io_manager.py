@@ -1,72 +1,49 @@
-"""``RayParquetIOManager``: each time partition of an asset is one Ray task that filters
-the asset's frame to its window and writes its own Parquet file, to a local or shared
-folder or to an object store."""
+"""The IO managers: each time partition of an asset is one Ray task that filters the
+asset's frame to its window and writes its partition, to a local or shared folder or to
+an object store. ``RayParquetIOManager`` keeps a Parquet file per partition,
+``RayDeltaIOManager`` one Delta table per asset; what differs is a
+:class:`~piot_dagster.dagster.formats.base.Format`, the fan-out is the same."""
 
 import contextlib
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from piot_dagster.dagster.cells import cell_filter, cell_of, check_partitions
+from piot_dagster.dagster.cells import Cell, cell_filter, cell_of, check_partitions
+from piot_dagster.dagster.formats.base import Format
+from piot_dagster.dagster.formats.delta import DeltaPartitions
+from piot_dagster.dagster.formats.parquet import ParquetFiles
 from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
 from piot_dagster.dagster.planned import plan_each, plan_unstored
 from piot_dagster.dagster.progress import Progress
 from piot_dagster.dagster.ray_resource import RayResource
-from piot_dagster.dagster.reading import Part, Wanted, load
+from piot_dagster.dagster.reading import Wanted
 from piot_dagster.dagster.settings import Settings, resolve
-from piot_dagster.dagster.visibility import unseen
+from piot_dagster.dagster.visibility import seen, unseen
 from piot_dagster.engine.periods import Period, period_of_window, window_filter
-from piot_dagster.engine.ray_tasks import PeriodResult, PeriodTask, ShippedPlan, run
+from piot_dagster.engine.ray_tasks import PeriodResult, PeriodTask, ShippedPlan, Writer, run
 from piot_dagster.errors import PeriodExecutionError, StorageError, listing
-from piot_dagster.storage import PartitionWriter, Storage, open_storage
+from piot_dagster.storage import Storage, open_storage
 
-__all__ = ["RayParquetIOManager"]
+__all__ = ["RayDeltaIOManager", "RayParquetIOManager"]
 
 _INT64 = (-(2**63), 2**63 - 1)
 # A non-partitioned asset is one period covering all time.
 _ALL_TIME = Period(dt.date.min, dt.date.max, 0, 0)
 
 
-class RayParquetIOManager(dg.ConfigurableIOManager):
-    """Stores time-partitioned Polars assets as one Parquet file per partition, each
-    written by its own Ray task: ``<base_dir>/<asset key path>/<partition key>.parquet``.
+class RayIOManager(dg.ConfigurableIOManager):
+    """What both IO managers share: their settings, the fan-out that writes every
+    partition of a run in its own Ray task, and reading partitions back. Subclasses name
+    the :class:`~piot_dagster.dagster.formats.base.Format` that keeps the partitions."""
 
-    ``base_dir`` is a local or shared folder, or an object-store URI (``s3://``,
-    ``gs://``, ``az://``, ``abfs://``) with ``storage_options`` as Polars' cloud IO takes
-    them (each may be a ``dg.EnvVar``). An asset returns a LazyFrame (typically
-    :func:`piot_dagster.scan_db`) or a DataFrame. For every partition of the run (one, or
-    a whole single-run backfill) a Ray task filters the frame to the partition's
-    half-open time window, collects it and stores the file atomically: a temporary file
-    and a rename on a filesystem, one PUT on an object store. The driver never holds the
-    data; it checks that it sees every file written, so a worker writing to a disk of its
-    own fails the run instead of losing partitions. Assets override ``base_dir``,
-    ``storage_options``, ``date_column``, ``max_concurrency`` and ``remote_options``
-    through their definition metadata.
-
-    A downstream asset receives the upstream partitions of its window in chronological
-    order: as one lazy scan (``pl.LazyFrame``), one frame (``pl.DataFrame`` or no
-    annotation) or one entry per partition (``dict[str, pl.DataFrame | pl.LazyFrame]``).
-    Missing partitions are an error unless the input's metadata sets
-    ``allow_missing_partitions=True``.
-
-    Examples
-    --------
-    >>> RayParquetIOManager(
-    ...     ray=RayResource(address="ray://head:10001"),
-    ...     base_dir="s3://lake/assets",
-    ...     storage_options={
-    ...         "aws_access_key_id": dg.EnvVar("AWS_ACCESS_KEY_ID"),
-    ...         "aws_secret_access_key": dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-    ...         "aws_region": "eu-west-1",
-    ...     },
-    ... )  # doctest: +SKIP
-    """
+    format_class: ClassVar[type[Format]]
 
     ray: dg.ResourceDependency[RayResource]
     base_dir: str | None = Field(
@@ -107,7 +84,7 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             obj = obj.lazy()
         if not isinstance(obj, pl.LazyFrame):
             raise TypeError(
-                f"asset {asset} returned {type(obj).__name__}; RayParquetIOManager stores "
+                f"asset {asset} returned {type(obj).__name__}; {type(self).__name__} stores "
                 f"a polars LazyFrame or DataFrame"
             )
         settings = self._settings(context.definition_metadata, asset)
@@ -116,18 +93,21 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             storage.check()
         schema = obj.collect_schema()
         column = settings.date_column
-        if context.has_asset_partitions:
-            work = self._partition_work(context, asset, schema, settings, storage)
+        partitioned = context.has_asset_partitions
+        kept = self._format(storage, context.asset_key.path, asset, partitioned, settings)
+        if partitioned:
+            work = self._partition_work(context, asset, schema, settings, kept)
         else:
-            *folders, name = context.asset_key.path
             with _naming(asset):
-                key = storage.key(folders, name)
-            writer = PartitionWriter(storage, key, column if column in schema else None)
+                kept.prepare(schema, [None])
+            date_column = column if column in schema else None
+            writer = kept.writer(None, date_column=date_column, window=None)
             work = [(_ALL_TIME, _writing_task(pl.lit(True), writer))]
         cluster = self._lasting_cluster()
-        partitioned = context.has_asset_partitions
         started = dt.datetime.now()
-        key_of = {period.label: key for key, (period, _) in zip(_keys(context), work, strict=True)}
+        keys = _keys(context)
+        key_of = {period.label: key for key, (period, _) in zip(keys, work, strict=True)}
+        run_id = _run_id(context)
         results: list[PeriodResult] = []
         progress = Progress(context.log, asset, len(work))
         # The run ends with its block, whatever ends the loop, even an interrupt landing
@@ -151,23 +131,30 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                     results.append(result)
                     progress.stored(len(results))
             except BaseException as exc:
-                # The partitions written (and seen) before a failure or an interrupt are
-                # recorded as materialized, so Dagster marks only the others failed. (One
-                # finishing while the run stops holds the new version but stays unrecorded.)
-                _log_landed(context, _seen(storage, results), key_of, cluster)
-                if isinstance(exc, PeriodExecutionError):
+                # Some periods failed, and every other one ran: what they wrote (and this
+                # process sees) is kept and recorded as materialized, so Dagster marks
+                # only the others failed. An interrupt keeps what the format keeps of an
+                # unfinished run. (One finishing while the run stops stays unrecorded.)
+                failed = isinstance(exc, PeriodExecutionError)
+                with _naming(asset):
+                    landed = seen(storage, results) if failed else kept.drop(results)
+                    extra = kept.keep(landed, run_id) if failed else {}
+                _log_landed(context, landed, key_of, cluster, extra)
+                if failed:
                     raise _partitions_failed(asset, key_of, len(work), exc) from exc
                 raise
         with _naming(asset):
             lost = {id(r) for r in unseen(storage, results)}
+            landed = [r for r in results if id(r) not in lost]
+            extra = kept.keep(landed, run_id)
         if lost:
-            seen = [r for r in results if id(r) not in lost]
-            _log_landed(context, seen, key_of, cluster)
+            _log_landed(context, landed, key_of, cluster, extra)
             raise _not_visible(asset, storage, [r for r in results if id(r) in lost], key_of)
         per_partition = {
-            key_of[result.period.label]: partition_metadata(
-                result, partitioned=partitioned, cluster=cluster
-            )
+            key_of[result.period.label]: {
+                **partition_metadata(result, partitioned=partitioned, cluster=cluster),
+                **extra,
+            }
             for result in results
         }
         record(context, per_partition, started)
@@ -178,7 +165,7 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         asset: str,
         schema: pl.Schema,
         settings: Settings,
-        storage: Storage,
+        kept: Format,
     ) -> list[tuple[Period, PeriodTask]]:
         partitions_def = context.asset_partitions_def
         column = settings.date_column
@@ -186,7 +173,7 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             check_partitions(partitions_def)
         if column is None:
             raise ValueError(
-                f"asset {asset} is time-partitioned: set date_column on RayParquetIOManager "
+                f"asset {asset} is time-partitioned: set date_column on {type(self).__name__} "
                 f"or in the asset's metadata, e.g. @asset(metadata={{'date_column': 'date'}})"
             )
         dtype = schema.get(column)
@@ -198,6 +185,8 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             )
         cells = [cell_of(partitions_def, key) for key in context.asset_partition_keys]
         others = cell_filter(cells, settings.partition_columns, schema, asset)
+        with _naming(asset):
+            kept.prepare(schema, cells)
         work = []
         for cell in cells:
             try:
@@ -215,8 +204,7 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             if others[cell.key] is not None:
                 where = where & others[cell.key]
             with _naming(asset):
-                key = storage.key([*context.asset_key.path, *cell.folders], cell.name)
-            writer = PartitionWriter(storage, key, column, (period.start, period.end))
+                writer = kept.writer(cell, date_column=column, window=(period.start, period.end))
             work.append((period, _writing_task(where, writer)))
         return work
 
@@ -226,36 +214,21 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
         asset = context.asset_key.to_user_string()
         upstream = context.upstream_output
         settings = self._settings(upstream.definition_metadata if upstream else None, asset)
+        partitioned = context.has_asset_partitions
         with _naming(asset):
             storage = self._storage(context, settings)
-            path = context.asset_key.path
-            if context.has_asset_partitions:
+            cells: list[Cell | None] = [None]
+            if partitioned:
                 partitions_def = context.asset_partitions_def
                 check_partitions(partitions_def)
                 cells = sorted(
                     (cell_of(partitions_def, key) for key in context.asset_partition_keys),
                     key=lambda cell: (cell.window[0], cell.folders),
                 )
-                parts = [
-                    Part(c.key, storage.key([*path, *c.folders], c.name), c.window, values=c.values)
-                    for c in cells
-                ]
-                folders = {tuple(path) + cell.folders for cell in cells}
-            else:
-                *within, name = path
-                parts = [Part(asset, storage.key(within, name))]
-                folders = {tuple(within)}
-            present = {}
-            for folder in folders:  # one listing per folder: a symbol's, or the asset's
-                present.update(storage.list(folder))
-        parts = [
-            dataclasses.replace(part, size=present[part.key].stored.size)
-            if part.key in present
-            else part
-            for part in parts
-        ]
+            kept = self._format(storage, context.asset_key.path, asset, partitioned, settings)
+            present = kept.present(cells)
         wanted = Wanted.of(context.dagster_type.typing_type)
-        if not parts:
+        if not cells:
             # A mapping can give no upstream partition: a self-dependent asset's first one.
             if wanted.optional or wanted.per_partition:
                 return wanted.nothing
@@ -264,30 +237,43 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
                 f"run; annotate the input `pl.DataFrame | None` (or `pl.LazyFrame | None`, "
                 f"or a dict) to receive None (or an empty dict) then"
             )
-        missing = [part.name for part in parts if part.key not in present]
+        missing = [kept.name(cell) for cell in cells if kept.name(cell) not in present]
         if missing:
-            if len(missing) == len(parts) and wanted.optional:
+            if len(missing) == len(cells) and wanted.optional:
                 context.log.info(f"asset {asset}: nothing stored for {listing(missing)}")
                 return wanted.nothing
             allowed = wanted.optional or bool(
                 (context.definition_metadata or {}).get("allow_missing_partitions")
             )
-            if not allowed or len(missing) == len(parts):
+            if not allowed or len(missing) == len(cells):
                 raise FileNotFoundError(
                     f"asset {asset}: {len(missing)} partition(s) are not materialized: "
-                    f"{listing(missing)} (looked in {storage.location.uri}). Materialize them, "
-                    f"or set AssetIn(metadata={{'allow_missing_partitions': True}}), or "
-                    f"annotate the input `... | None`"
+                    f"{listing(missing)} (looked in {kept.uri}). Materialize them, or set "
+                    f"AssetIn(metadata={{'allow_missing_partitions': True}}), or annotate the "
+                    f"input `... | None`"
                 )
             context.log.warning(
                 f"asset {asset}: skipping {len(missing)} missing partition(s): {listing(missing)}"
             )
-            parts = [part for part in parts if part.name not in missing]
+            cells = [cell for cell in cells if kept.name(cell) not in missing]
         columns = _columns((context.definition_metadata or {}).get("columns"), asset)
         with _naming(asset):
-            return load(storage, parts, wanted, settings.date_column, columns)
+            return kept.load(cells, wanted, columns)
 
     # -- settings ---------------------------------------------------------------------
+
+    def _format(
+        self,
+        storage: Storage,
+        path: Sequence[str],
+        asset: str,
+        partitioned: bool,
+        settings: Settings,
+    ) -> Format:
+        with _naming(asset):
+            return self.format_class(
+                storage, path, asset=asset, partitioned=partitioned, settings=settings
+            )
 
     def _lasting_cluster(self) -> Cluster | None:
         """The Ray cluster, where it outlives the run (one this run started does not)."""
@@ -305,10 +291,76 @@ class RayParquetIOManager(dg.ConfigurableIOManager):
             instance = _instance(context)
             if instance is None:
                 raise ValueError(
-                    "RayParquetIOManager needs base_dir when there is no Dagster instance"
+                    f"{type(self).__name__} needs base_dir when there is no Dagster instance"
                 )
             base_dir = instance.storage_directory()
         return open_storage(base_dir, settings.storage_options)
+
+
+class RayParquetIOManager(RayIOManager):
+    """Stores time-partitioned Polars assets as one Parquet file per partition, each
+    written by its own Ray task: ``<base_dir>/<asset key path>/<partition key>.parquet``.
+
+    ``base_dir`` is a local or shared folder, or an object-store URI (``s3://``,
+    ``gs://``, ``az://``, ``abfs://``) with ``storage_options`` as Polars' cloud IO takes
+    them (each may be a ``dg.EnvVar``). An asset returns a LazyFrame (typically
+    :func:`piot_dagster.scan_db`) or a DataFrame. For every partition of the run (one, or
+    a whole single-run backfill) a Ray task filters the frame to the partition's
+    half-open time window, collects it and stores the file atomically: a temporary file
+    and a rename on a filesystem, one PUT on an object store. The driver never holds the
+    data; it checks that it sees every file written, so a worker writing to a disk of its
+    own fails the run instead of losing partitions. Assets override ``base_dir``,
+    ``storage_options``, ``date_column``, ``max_concurrency`` and ``remote_options``
+    through their definition metadata.
+
+    A downstream asset receives the upstream partitions of its window in chronological
+    order: as one lazy scan (``pl.LazyFrame``), one frame (``pl.DataFrame`` or no
+    annotation) or one entry per partition (``dict[str, pl.DataFrame | pl.LazyFrame]``).
+    Missing partitions are an error unless the input's metadata sets
+    ``allow_missing_partitions=True``.
+
+    Examples
+    --------
+    >>> RayParquetIOManager(
+    ...     ray=RayResource(address="ray://head:10001"),
+    ...     base_dir="s3://lake/assets",
+    ...     storage_options={
+    ...         "aws_access_key_id": dg.EnvVar("AWS_ACCESS_KEY_ID"),
+    ...         "aws_secret_access_key": dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+    ...         "aws_region": "eu-west-1",
+    ...     },
+    ... )  # doctest: +SKIP
+    """
+
+    format_class: ClassVar[type[Format]] = ParquetFiles
+
+
+class RayDeltaIOManager(RayIOManager):
+    """Stores time-partitioned Polars assets as one Delta Lake table per asset,
+    ``<base_dir>/<asset key path>/``, partitioned by ``dagster_partition`` (the Dagster
+    partition key). Each partition's Ray task writes its own data file; the Dagster
+    process then commits the run's files in one transaction, which replaces exactly the
+    rows of the run's partitions: a 3,650-partition single-run backfill is one commit,
+    and the data never passes through the Dagster process.
+
+    Settings are those of :class:`RayParquetIOManager`, and ``schema_mode="merge"`` (here
+    or in an asset's metadata) lets a run add columns to the table; otherwise a frame
+    whose columns differ from the table's fails before any task runs. A downstream asset
+    receives partitions as from :class:`RayParquetIOManager`, read with
+    ``pl.scan_delta``. Every commit carries the Dagster run id and its partition range
+    (``DeltaTable.history()``).
+
+    Examples
+    --------
+    >>> RayDeltaIOManager(ray=RayResource(), base_dir="s3://lake/tables")  # doctest: +SKIP
+    """
+
+    format_class: ClassVar[type[Format]] = DeltaPartitions
+    schema_mode: str | None = Field(
+        default=None,
+        description="'merge' lets a run add columns to an asset's table (assets may set it "
+        "in their metadata too); unset, the table's schema is fixed.",
+    )
 
 
 def _columns(value: object, asset: str) -> list[str] | None:
@@ -324,7 +376,7 @@ def _columns(value: object, asset: str) -> list[str] | None:
     return list(value)
 
 
-def _writing_task(where: pl.Expr, writer: PartitionWriter) -> PeriodTask:
+def _writing_task(where: pl.Expr, writer: Writer) -> PeriodTask:
     return PeriodTask(where, head=None, columns=None, return_as="arrow", write=writer)
 
 
@@ -346,20 +398,12 @@ def _instance(context: dg.OutputContext | dg.InputContext) -> dg.DagsterInstance
     return None
 
 
-def _seen(storage: Storage, results: list[PeriodResult]) -> list[PeriodResult]:
-    """The results whose files this process sees; none if that cannot be checked now."""
-    try:
-        lost = {id(r) for r in unseen(storage, results)}
-    except Exception:
-        return []
-    return [r for r in results if id(r) not in lost]
-
-
 def _log_landed(
     context: dg.OutputContext,
     results: list[PeriodResult],
     key_of: Mapping[str, str | None],
     cluster: Cluster | None,
+    extra: Mapping[str, Any],
 ) -> None:
     """A failing run's record: the partitions it stored as materialized, the others as
     planned and never stored, which Dagster shows as failed once the run has failed."""
@@ -369,7 +413,10 @@ def _log_landed(
             dg.AssetMaterialization(
                 context.asset_key,
                 partition=key_of[result.period.label],
-                metadata=partition_metadata(result, partitioned=partitioned, cluster=cluster),
+                metadata={
+                    **partition_metadata(result, partitioned=partitioned, cluster=cluster),
+                    **extra,
+                },
             )
         )
     landed = {result.period.label for result in results}
@@ -405,6 +452,13 @@ def _partitions_failed(
         period=exc.period,
         periods=exc.periods,
     )
+
+
+def _run_id(context: dg.OutputContext) -> str | None:
+    """The run's id; an output context built by hand may have none."""
+    with contextlib.suppress(Exception):
+        return context.run_id
+    return None
 
 
 def _keys(context: dg.OutputContext) -> list[str | None]:

@@ -28,7 +28,7 @@ from piot_dagster.engine.periods import period_of_window
 from piot_dagster.engine.ranges import column_unit_ns, predicate_range
 from piot_dagster.storage import Storage, parquet
 
-__all__ = ["Part", "Wanted", "load", "scan"]
+__all__ = ["Part", "Wanted", "load", "scan", "select_columns"]
 
 logger = logging.getLogger("piot_dagster")
 
@@ -98,17 +98,19 @@ def load(
         if wanted.lazy:
             schema = _planned_schema(storage, parts)
             return {
-                p.name: _select(scan(storage, [p], date_column, schema), columns) for p in parts
+                p.name: select_columns(scan(storage, [p], date_column, schema), columns)
+                for p in parts
             }
         frames = _frames(storage, parts, columns)
         return {p.name: frame for p, frame in zip(parts, frames, strict=True)}
     if wanted.lazy:
-        return _select(scan(storage, parts, date_column), columns)
+        return select_columns(scan(storage, parts, date_column), columns)
     frames = list(_frames(storage, parts, columns))
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
 
-def _select(lf: pl.LazyFrame, columns: Sequence[str] | None) -> pl.LazyFrame:
+def select_columns(lf: pl.LazyFrame, columns: Sequence[str] | None) -> pl.LazyFrame:
+    """``lf``'s ``columns`` (all if None); a name it lacks is a ``ValueError``."""
     if columns is None:
         return lf
     absent = [c for c in columns if c not in lf.collect_schema()]
@@ -196,7 +198,7 @@ def _frames(
 ) -> Iterator[pl.DataFrame]:
     for part, data in _fetched(storage, parts):
         try:
-            yield _select(_with_values(parquet.decode(data), part), columns).collect()
+            yield select_columns(_with_values(parquet.decode(data), part), columns).collect()
         except ValueError as exc:
             raise ValueError(f"partition {part.name}: {exc}") from None
 

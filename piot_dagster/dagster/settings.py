@@ -24,6 +24,7 @@ OVERRIDABLE = (
     "partition_columns",
     "max_concurrency",
     "remote_options",
+    "schema_mode",
 )
 
 
@@ -36,6 +37,8 @@ class Settings:
     partition_columns: dict[str, str] | None
     max_concurrency: int
     remote_options: dict[str, Any]
+    # RayDeltaIOManager's: whether a run may add columns to the table ("merge").
+    schema_mode: str | None = None
 
 
 def resolve(fields: Mapping[str, Any], metadata: Mapping[str, Any] | None, asset: str) -> Settings:
@@ -71,6 +74,7 @@ def resolve(fields: Mapping[str, Any], metadata: Mapping[str, Any] | None, asset
         partition_columns=dict(columns) if columns is not None else None,
         max_concurrency=limit,
         remote_options=options,
+        schema_mode=merged["schema_mode"],
     )
 
 

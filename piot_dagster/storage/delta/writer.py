@@ -1,0 +1,113 @@
+"""A partition's data file in a Delta table, written by its Ray task and committed later.
+
+The task writes an ordinary Parquet file into the table's folder, under a name no commit
+has used (``dagster_partition=<key>/part-<token>.parquet``), and reports what a Delta add
+action needs: its path, size, partition value and statistics. Until the Dagster process
+commits it, no reader sees it; one that is never committed is removed by that process,
+or by ``vacuum``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import polars as pl
+
+from piot_dagster.storage import parquet
+from piot_dagster.storage.base import Storage
+from piot_dagster.storage.delta.stats import file_stats
+from piot_dagster.storage.delta.types import PARTITION_COLUMN, Column, to_stored
+from piot_dagster.storage.partition_writer import WrittenFile, describe
+
+__all__ = ["DeltaFile", "DeltaFileWriter", "partition_folder"]
+
+
+@dataclass(frozen=True)
+class DeltaFile(WrittenFile):
+    """A written data file, with what its add action carries: the path relative to the
+    table (delta-rs escapes it for the log), the partition values, the modification time
+    in milliseconds and the statistics."""
+
+    path: str
+    partition_values: Mapping[str, str]
+    modified_ms: int
+    stats: str
+
+
+def partition_folder(partition: str) -> str:
+    """The folder of a partition's files, in the Hive spelling Delta writers use and
+    readers (Polars among them) parse back: every byte but ``A-Za-z0-9_.-~`` escaped.
+
+    Examples
+    --------
+    >>> partition_folder("2024-01-05-13:00")
+    'dagster_partition=2024-01-05-13%3A00'
+    """
+    return f"{PARTITION_COLUMN}={quote(partition, safe='')}"
+
+
+@dataclass(frozen=True)
+class DeltaFileWriter:
+    """Writes one partition's rows as a data file of the table at ``table`` (a key of
+    ``storage``): ``columns`` say how each is stored, ``added`` are the other dimensions'
+    keys the frame lacks as columns (stored as String columns, as a Hive reader would add
+    them), and ``date_column`` is measured against ``window`` for the partition checks.
+    A table without partitions has ``partition`` None.
+
+    The token, fixed when the writer is made, names the file: a Ray retry replaces what a
+    killed attempt left, and the Dagster process removes it if it never commits it.
+    """
+
+    storage: Storage
+    table: str
+    partition: str | None
+    columns: tuple[Column, ...]
+    added: Mapping[str, str]
+    date_column: str | None
+    window: tuple[int, int] | None = None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def name(self) -> str:
+        """The file's path inside the table."""
+        file = f"part-{self.token}.parquet"
+        return file if self.partition is None else f"{partition_folder(self.partition)}/{file}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}/{self.name}"
+
+    def write(
+        self,
+        frame: pl.DataFrame,
+        sql: Sequence[str] = (),
+        *,
+        proceed: Callable[[], bool] = lambda: True,
+    ) -> DeltaFile | None:
+        """Store ``frame`` once ``proceed()`` says yes; None if it said no."""
+        if self.added:
+            frame = frame.with_columns(pl.lit(v, pl.String).alias(k) for k, v in self.added.items())
+        physical = to_stored(frame, list(self.columns))
+        data = parquet.encode(physical)
+        stored = self.storage.put(self.key, data, token=self.token, proceed=proceed)
+        if stored is None:
+            return None
+        written = describe(
+            self.storage, self.key, frame, data, stored, sql, self.date_column, self.window
+        )
+        return DeltaFile(
+            **vars(written),
+            path=self.name,
+            partition_values={} if self.partition is None else {PARTITION_COLUMN: self.partition},
+            modified_ms=int(time.time() * 1000),
+            stats=file_stats(physical),
+        )
+
+    def discard(self) -> None:
+        """Remove the file, or what an unfinished write left: it was never committed."""
+        self.storage.discard(self.key, self.token)
+        self.storage.delete(self.key)
