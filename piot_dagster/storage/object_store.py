@@ -24,7 +24,7 @@ from piot_dagster.errors import StorageError
 from piot_dagster.storage.base import Listed, Storage, Stored
 from piot_dagster.storage.location import Location, redact
 
-__all__ = ["MAX_OBJECT_BYTES", "ObjectStorage"]
+__all__ = ["MAX_OBJECT_BYTES", "ObjectStorage", "store_options"]
 
 # The largest object one PUT may carry on S3 (GCS and Azure allow more); larger
 # partitions would need a multipart upload, which a killed task could leave half done.
@@ -219,20 +219,29 @@ _EXAMPLE_KEYS = {
 }
 
 
+def store_options(location: Location) -> dict[str, str]:
+    """The location's options in one mapping, as object_store (and so delta-rs) reads
+    them: Polars' own, plus ``allow_http`` for an ``http://`` endpoint, as Polars does
+    (a local test server)."""
+    prefix = _PREFIXES[location.provider]
+    options = dict(location.options)
+    allowed = any(key.lower().removeprefix(prefix) == "allow_http" for key in options)
+    if not allowed and (_endpoint(location) or "").startswith("http://"):
+        options["allow_http"] = "true"
+    return options
+
+
 def _split_options(location: Location) -> tuple[dict[str, str], dict[str, Any]]:
     """The store's options and the HTTP client's, as obstore takes them."""
     prefix = _PREFIXES[location.provider]
     config: dict[str, str] = {}
     client: dict[str, Any] = {}
-    for key, value in location.options.items():
+    for key, value in store_options(location).items():
         bare = key.lower().removeprefix(prefix)
         if bare in _CLIENT_OPTIONS:
             client[bare] = value
         else:
             config[key] = value
-    # Polars talks plain HTTP to an http:// endpoint (a local test server); so do we.
-    if "allow_http" not in client and (_endpoint(location) or "").startswith("http://"):
-        client["allow_http"] = True
     return config, client
 
 

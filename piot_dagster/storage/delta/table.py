@@ -37,6 +37,7 @@ from piot_dagster.storage.delta.types import (
 )
 from piot_dagster.storage.delta.writer import DeltaFile
 from piot_dagster.storage.location import redact
+from piot_dagster.storage.object_store import store_options
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -63,7 +64,8 @@ class DeltaTarget:
 
     @property
     def _options(self) -> dict[str, str]:
-        return dict(self.storage.location.options)
+        location = self.storage.location
+        return {} if location.provider == "local" else store_options(location)
 
     # -- opening and checking ---------------------------------------------------------
 
