@@ -2,7 +2,6 @@
 Ray task writes its data file, each run commits once, and partitions read back exactly.
 (No `from __future__ import annotations`: Dagster reads the downstream annotations.)"""
 
-
 import datetime as dt
 import json
 import subprocess
@@ -342,3 +341,89 @@ def test_two_backfills_of_disjoint_partitions_at_once_both_land_exactly(tmp_path
         h["dagster_partition_count"] for h in delta.history() if "dagster_partition_count" in h
     ) == [5, 5]
     assert_frame_equal(rows(tmp_path).drop(PARTITION_COLUMN), prices(DAYS))
+
+
+# Object storage -------------------------------------------------------------------------
+
+
+def test_a_backfill_to_an_object_store_is_one_commit_read_back_exactly(object_store):
+    base_dir, options = object_store
+    frame = prices(DAYS)
+    asset = daily(frame)
+    io_manager = RayDeltaIOManager(ray=RayResource(), base_dir=base_dir, storage_options=options)
+
+    backfill(asset, io_manager, KEYS[0], KEYS[-1])
+    backfill(daily(prices(DAYS, version=2)), io_manager, KEYS[3], KEYS[3])
+
+    # Another engine reading the table over plain HTTP (a local test server) says so.
+    options = {**options, "allow_http": "true"}
+    delta = DeltaTable(f"{base_dir}/prices", storage_options=options)
+    assert delta.version() == 1
+    expected = pl.concat(
+        [days_of(frame, KEYS[0], KEYS[2]), days_of(prices(DAYS, version=2), KEYS[3], KEYS[3]),
+         days_of(frame, KEYS[4], KEYS[-1])]
+    )  # fmt: skip
+    stored = pl.scan_delta(f"{base_dir}/prices", storage_options=options).drop(PARTITION_COLUMN)
+    assert_frame_equal(stored.sort("ts", "symbol").collect(), expected)
+
+
+def test_two_backfills_at_once_on_s3_both_land_exactly(s3_endpoint, location_env):
+    from tests import servers
+
+    base_dir = f"s3://{servers.new_bucket(s3_endpoint)}/lake"
+    options = servers.s3_options(s3_endpoint)
+
+    two_backfills_at_once(base_dir, options, location_env)
+
+    options = {**options, "allow_http": "true"}
+    delta = DeltaTable(f"{base_dir}/prices", storage_options=options)
+    assert delta.version() == 1
+    stored = pl.scan_delta(f"{base_dir}/prices", storage_options=options).drop(PARTITION_COLUMN)
+    assert_frame_equal(stored.sort("ts", "symbol").collect(), prices(DAYS))
+
+
+LEGACY_S3 = """
+import sys, threading
+from moto.s3.responses import S3Response
+from moto.server import ThreadedMotoServer
+
+# An S3-compatible server of before conditional writes: If-None-Match is ignored.
+put_object = S3Response.put_object
+def put_ignoring_conditions(self):
+    self.headers = {k: v for k, v in self.headers.items() if k.lower() != "if-none-match"}
+    return put_object(self)
+S3Response.put_object = put_ignoring_conditions
+ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False).start()
+threading.Event().wait()
+"""
+
+
+def test_a_store_ignoring_conditional_writes_is_refused_before_any_task(tmp_path):
+    from tests import servers
+    from tests.dagster_server import free_port
+
+    port = free_port()
+    command = [sys.executable, "-c", LEGACY_S3, str(port)]
+    with servers.process_on_port(command, port, tmp_path / "legacy.log", {}):
+        endpoint = f"http://127.0.0.1:{port}"
+        base_dir = f"s3://{servers.new_bucket(endpoint)}/lake"
+        io_manager = RayDeltaIOManager(
+            ray=RayResource(), base_dir=base_dir, storage_options=servers.s3_options(endpoint)
+        )
+        with pytest.raises(piot_dagster.errors.StorageError) as error:
+            backfill(daily(prices(DAYS)), io_manager, KEYS[0], KEYS[0])
+    message = str(error.value)
+    assert f"asset prices: the s3 store behind {base_dir} does not honour conditional" in message
+    assert "If-None-Match" in message
+    assert servers.S3_SECRET not in message
+
+
+def test_conditional_puts_turned_off_are_refused_saying_what_to_remove(s3_endpoint):
+    from tests import servers
+
+    options = {**servers.s3_options(s3_endpoint), "aws_conditional_put": "disabled"}
+    base_dir = f"s3://{servers.new_bucket(s3_endpoint)}/lake"
+    io_manager = RayDeltaIOManager(ray=RayResource(), base_dir=base_dir, storage_options=options)
+
+    with pytest.raises(piot_dagster.errors.StorageError, match="aws_conditional_put='disabled'"):
+        backfill(daily(prices(DAYS)), io_manager, KEYS[0], KEYS[0])
