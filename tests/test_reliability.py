@@ -20,6 +20,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import ray
+from deltalake import DeltaTable
 
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
 from piot_dagster.engine import ray_tasks
@@ -354,8 +355,10 @@ def whole_version(path: Path, day: dt.date) -> int:
     return version
 
 
-def materialize_slow(env: dict[str, str], partitions: str) -> subprocess.Popen:
-    """`dagster asset materialize` of slow_prices over ``partitions`` (``a...b``)."""
+def materialize_slow(
+    env: dict[str, str], partitions: str, asset: str = "slow_prices"
+) -> subprocess.Popen:
+    """`dagster asset materialize` of ``asset`` over ``partitions`` (``a...b``)."""
     return subprocess.Popen(
         [
             str(BIN / "dagster"),
@@ -364,7 +367,7 @@ def materialize_slow(env: dict[str, str], partitions: str) -> subprocess.Popen:
             "-f",
             str(SLOW_LOCATION),
             "--select",
-            "slow_prices",
+            asset,
             "--partition-range",
             partitions,
         ],
@@ -396,6 +399,31 @@ def test_sigterm_to_a_backfill_run_stops_its_tasks_and_leaves_every_file_whole(s
     # finished while the run stopped holds the new version unrecorded).
     assert recorded
     assert recorded <= rewritten
+
+
+def test_sigterm_to_a_delta_backfill_commits_nothing_and_removes_its_files(slow_env, tmp_path):
+    table = tmp_path / "assets" / "slow_prices_delta"
+    first = materialize_slow(slow_env, "2024-01-01...2024-01-20", "slow_prices_delta")
+    assert first.wait(timeout=300) == 0, first.communicate()[0][-3000:]
+    before = DeltaTable(str(table))
+    events = tmp_path / "events"
+    events.unlink()
+
+    run = materialize_slow(
+        {**slow_env, "PIOT_TEST_VERSION": "3"}, "2024-01-01...2024-01-20", "slow_prices_delta"
+    )
+    signal_after(events, 4, run.terminate).join()
+    output, _ = run.communicate(timeout=120)
+
+    assert run.returncode != 0, output[:8000]
+    assert_no_task_runs_on(events)
+    after = DeltaTable(str(table))
+    assert after.version() == before.version() == 0, "an interrupted run commits nothing"
+    assert set(pl.read_delta(str(table))["version"]) == {2}
+    referenced = {Path(uri) for uri in after.file_uris()}
+    # Files of tasks that finished before the stop are removed; one a task was killed
+    # writing would stay unreferenced for vacuum (none here: tasks stop before writing).
+    assert set(table.rglob("*.parquet")) == referenced
 
 
 def test_two_runs_materializing_the_same_partitions_at_once_leave_one_whole_version(
