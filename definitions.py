@@ -1,9 +1,10 @@
 """The piot-dagster code location: trades in an embedded database, partitioned by day,
 week, month and year, and by day x symbol, each partition a Ray task through
-RayParquetIOManager; the table as an observable source with a sensor that refreshes
-exactly the days whose rows changed; partition checks; a daily VWAP that Declarative
-Automation keeps up to date; and a summary of every stored day, which reads all of
-trades_daily's partitions as one frame.
+RayParquetIOManager; the same days as one Delta table through RayDeltaIOManager (each
+run one commit); the table as an observable source with a sensor that refreshes exactly
+the days whose rows changed; partition checks; a daily VWAP that Declarative Automation
+keeps up to date; and a summary of every stored day, which reads all of trades_daily's
+partitions as one frame.
 
     dagster dev -f definitions.py          # the UI (or `make ui`)
     python definitions.py                   # the demo run (or `make demo`)
@@ -16,7 +17,8 @@ Configuration (environment variables, read when Dagster loads this file):
   (a ``trades`` table with ``ts``, ``symbol``, ``price`` and ``qty``);
 - ``PIOT_TRADES_DB``: where the embedded SQLite database is built on first use
   (default ``data/trades.db`` beside this file);
-- ``PIOT_ASSET_DIR``: where partition files go (default: the Dagster instance's storage);
+- ``PIOT_ASSET_DIR``: where partition files and Delta tables go (default: the Dagster
+  instance's storage);
 - ``RAY_ADDRESS``: a running Ray cluster to use instead of starting an embedded one.
 """
 
@@ -36,7 +38,7 @@ import polars as pl
 import ray
 
 import piot_dagster
-from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster import RayDeltaIOManager, RayParquetIOManager, RayResource, time_partitions
 
 # Single-run backfills are what these assets are built for; Dagster still calls the
 # parameter beta and would say so on every load of this file.
@@ -126,17 +128,23 @@ trades_table = piot_dagster.SourceTable(
 
 
 def partitioned_trades(
-    name: str, partitions_def: dg.PartitionsDefinition, **metadata: object
+    name: str,
+    partitions_def: dg.PartitionsDefinition,
+    *,
+    stored_as: str = "parquet",
+    **metadata: object,
 ) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         metadata={"date_column": "ts", **metadata},
-        kinds={"polars", "ray", "parquet"},
+        io_manager_key="delta_io_manager" if stored_as == "delta" else "io_manager",
+        kinds={"polars", "ray", stored_as},
         deps=[trades_table.asset],
         group_name="trades",
-        description="Trades of the partition's period, read by scan_db in a Ray task.",
+        description="Trades of the partition's period, read by scan_db in a Ray task"
+        + (", committed to one Delta table once per run." if stored_as == "delta" else "."),
     )
     def trades() -> pl.LazyFrame:
         return trades_source()
@@ -153,6 +161,9 @@ trades_yearly = partitioned_trades("trades_yearly", YEARLY)
 trades_by_symbol = partitioned_trades(
     "trades_by_symbol", DAY_BY_SYMBOL, partition_columns={"symbol": "symbol"}
 )
+# The same days as one Delta table: each task writes its day's data file, each run (a
+# whole backfill) is one commit; other engines read it as a table (pl.scan_delta, DuckDB).
+trades_daily_delta = partitioned_trades("trades_daily_delta", DAILY, stored_as="delta")
 
 
 @dg.asset(
@@ -217,6 +228,9 @@ def daily_summary(trades_daily: pl.LazyFrame) -> dg.Output[pl.DataFrame]:
     )
 
 
+# One Ray for both IO managers: a run storing both kinds sets it up once.
+RAY = RayResource()
+
 trades_daily_refresh = trades_table.sensor(
     trades_daily, name="trades_daily_source_changes", minimum_interval_seconds=30
 )
@@ -229,21 +243,25 @@ defs = dg.Definitions(
         trades_monthly,
         trades_yearly,
         trades_by_symbol,
+        trades_daily_delta,
         daily_vwap,
         daily_summary,
     ],
-    asset_checks=[piot_dagster.partition_checks(trades_daily, min_rows=1)],
+    asset_checks=[
+        piot_dagster.partition_checks(trades_daily, min_rows=1),
+        piot_dagster.partition_checks(trades_daily_delta, min_rows=1),
+    ],
     jobs=[
         # Partitioned as their assets are (Dagster infers it).
         dg.define_asset_job("trades_daily_job", selection=[trades_daily]),
+        dg.define_asset_job("trades_daily_delta_job", selection=[trades_daily_delta]),
         dg.define_asset_job("trades_monthly_job", selection=[trades_monthly]),
         dg.define_asset_job("daily_summary_job", selection=[daily_summary]),
     ],
     sensors=[trades_daily_refresh],
     resources={
-        "io_manager": RayParquetIOManager(
-            ray=RayResource(), base_dir=os.environ.get("PIOT_ASSET_DIR")
-        ),
+        "io_manager": RayParquetIOManager(ray=RAY, base_dir=os.environ.get("PIOT_ASSET_DIR")),
+        "delta_io_manager": RayDeltaIOManager(ray=RAY, base_dir=os.environ.get("PIOT_ASSET_DIR")),
     },
     # One process per run: Ray starts (or connects) once per run, not once per step.
     executor=dg.in_process_executor,
@@ -251,10 +269,11 @@ defs = dg.Definitions(
 
 
 def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = False) -> None:
-    """Build the database, backfill a quarter of daily partitions as one run on Ray, then
-    the downstream assets: the daily VWAP for the same days, and the summary of every
-    stored day; print a short summary. What the instance already holds (partitions, or a
-    summary newer than every stored day) is skipped unless ``again``."""
+    """Build the database, backfill a quarter of daily partitions as one run on Ray, as
+    Parquet files and as one Delta table, then the downstream assets: the daily VWAP for
+    the same days, and the summary of every stored day; print a short summary. What the
+    instance already holds (partitions, or a summary newer than every stored day) is
+    skipped unless ``again``."""
     started = time.perf_counter()
     built = not TRADES_DB.exists()
     ensure_trades_db()
@@ -265,7 +284,11 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
     )
     instance = dg.DagsterInstance.get()
     keys = [k for k in DAILY.get_partition_keys() if first <= k <= last]
-    steps = [([trades_daily], trades_daily), ([trades_daily, daily_vwap], daily_vwap)]
+    steps = [
+        ([trades_daily], trades_daily),
+        ([trades_daily_delta], trades_daily_delta),
+        ([trades_daily, daily_vwap], daily_vwap),
+    ]
     missing = {
         asset.key: keys
         if again
@@ -294,17 +317,17 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
             instance, [trades_daily, daily_summary], daily_summary, {}
         )
     ray.shutdown()
-    print(f"\n{'asset':<14}{'partitions':>11}{'rows':>10}{'seconds':>9}  files")
+    print(f"\n{'asset':<19}{'partitions':>11}{'rows':>10}{'seconds':>9}  stored in")
     for _, asset in steps:
         partitions, rows, files = _stored(instance, asset.key, keys)
         name = asset.key.to_user_string()
-        print(f"{name:<14}{partitions:>11,}{rows:>10,}{seconds[asset.key]:>9}  {files}")
+        print(f"{name:<19}{partitions:>11,}{rows:>10,}{seconds[asset.key]:>9}  {files}")
     record = _latest(instance, daily_summary.key)
     assert record is not None
     assert record.asset_materialization is not None
     summary = record.asset_materialization.metadata
     print(
-        f"{'daily_summary':<14}{summary['partitions_read'].value:>11,}"
+        f"{'daily_summary':<19}{summary['partitions_read'].value:>11,}"
         f"{summary['dagster/row_count'].value:>10,}{seconds[daily_summary.key]:>9}  "
         f"{_shown(Path(summary['path'].value))}"
     )
@@ -353,7 +376,8 @@ def _stored(
     instance: dg.DagsterInstance, key: dg.AssetKey, keys: list[str]
 ) -> tuple[int, int, str]:
     """How many of partitions ``keys`` of asset ``key`` the instance holds, their rows
-    (each partition's latest materialization) and the folder of their files."""
+    (each partition's latest materialization) and where: the folder of their files, or
+    their Delta table and its newest version committed."""
     latest: dict[str | None, Mapping[str, Any]] = {}
     cursor = None
     while len(latest) < len(keys):  # newest first: each partition's first is its latest
@@ -366,6 +390,10 @@ def _stored(
             break
         cursor = page.cursor
     rows = sum(m["dagster/partition_row_count"].value for m in latest.values())
+    if any("delta_table" in m for m in latest.values()):
+        table = Path(next(iter(latest.values()))["delta_table"].value)
+        version = max(m["delta_version"].value for m in latest.values())
+        return len(latest), rows, f"{_shown(table)}/ (Delta table, version {version})"
     folder = Path(next(iter(latest.values()))["path"].value).parent
     return len(latest), rows, f"{_shown(folder)}/"
 

@@ -18,6 +18,7 @@ import polars as pl
 import psutil
 import pytest
 import ray
+from deltalake import DeltaTable
 from dotenv import dotenv_values
 from polars.testing import assert_frame_equal
 
@@ -57,6 +58,11 @@ def test_the_code_location_defines_what_the_readme_promises():
         assert piot_dagster.partition_unit(asset.partitions_def) == unit
         assert asset.backfill_policy == dg.BackfillPolicy.single_run()
         assert asset.specs_by_key[asset.key].kinds == {"polars", "ray", "parquet"}
+    delta = defs.get_assets_def("trades_daily_delta")
+    assert delta.partitions_def == defs.get_assets_def("trades_daily").partitions_def
+    assert delta.backfill_policy == dg.BackfillPolicy.single_run()
+    assert delta.specs_by_key[delta.key].kinds == {"polars", "ray", "delta"}
+    assert isinstance(defs.resources["delta_io_manager"], piot_dagster.RayDeltaIOManager)
     by_symbol = defs.get_assets_def("trades_by_symbol").partitions_def
     assert isinstance(by_symbol, dg.MultiPartitionsDefinition)
     assert [d.name for d in by_symbol.partitions_defs] == ["date", "symbol"]
@@ -70,7 +76,7 @@ def test_the_code_location_defines_what_the_readme_promises():
     assert defs.resolve_job_def("daily_summary_job")
     graph = defs.resolve_asset_graph()
     assert dg.AssetKey("trades_table") in graph.get(dg.AssetKey("trades_daily")).parent_keys
-    assert len(list(graph.asset_check_keys)) == 4
+    assert len(list(graph.asset_check_keys)) == 8, "four checks each of trades_daily(_delta)"
     assert defs.get_sensor_def("trades_daily_source_changes")
 
 
@@ -89,7 +95,13 @@ def test_concurrent_first_users_build_the_database_once_and_leave_only_it(tmp_pa
 def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(location_env, tmp_path):
     materialize_cli(location_env, "trades_daily", "--partition-range", "2023-02-01...2023-02-03")
     materialize_cli(location_env, "trades_monthly", "--partition", "2023-02-01")
+    materialize_cli(
+        location_env, "trades_daily_delta", "--partition-range", "2023-02-01...2023-02-03"
+    )
     assets = tmp_path / "assets"
+    table = DeltaTable(str(assets / "trades_daily_delta"))
+    assert table.version() == 0, "a range is one commit"
+    assert pl.read_delta(str(assets / "trades_daily_delta")).height == 3 * 96 * 20
     assert sorted(p.name for p in (assets / "trades_daily").iterdir()) == [
         "2023-02-01.parquet",
         "2023-02-02.parquet",
@@ -98,7 +110,7 @@ def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(locatio
     assert pl.read_parquet(assets / "trades_monthly" / "2023-02-01.parquet").height == 28 * 96 * 20
     with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
         runs = instance.get_runs()
-    assert len(runs) == 2, "a partition range is one run"
+    assert len(runs) == 3, "a partition range is one run"
 
 
 def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
@@ -111,27 +123,36 @@ def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
     assert "/91 [" in shown
     assert len(lines) <= 30, shown
     assert not [line for line in lines if "Warning" in line or "DEBUG" in line], shown
-    table = [line.split() for line in lines if line.startswith(("trades_daily ", "daily_"))]
+    table = [line.split() for line in lines if line.startswith(("trades_daily", "daily_"))]
     assert [row[:3] for row in table] == [
         ["trades_daily", "91", "174,720"],
+        ["trades_daily_delta", "91", "174,720"],
         ["daily_vwap", "91", "1,820"],
         ["daily_summary", "91", "91"],
     ]
-    assert table[2][4] == str(tmp_path / "assets" / "daily_summary.parquet")
+    assert table[3][4] == str(tmp_path / "assets" / "daily_summary.parquet")
     assert "91 partitions read as one frame: 174,720 rows" in shown
     assert table[0][4] == f"{tmp_path / 'assets' / 'trades_daily'}/"
     assert len(list((tmp_path / "assets" / "trades_daily").iterdir())) == 91
+    assert table[1][4:] == [
+        f"{tmp_path / 'assets' / 'trades_daily_delta'}/",
+        "(Delta",
+        "table,",
+        "version",
+        "0)",
+    ], "the quarter is one commit"
 
     again = run_cli([sys.executable, "definitions.py"], location_env).stdout
     table = [line.split() for line in again.splitlines() if line.startswith(("trades_", "daily_"))]
     assert [row[:4] for row in table] == [
         ["trades_daily", "91", "174,720", "skipped"],
+        ["trades_daily_delta", "91", "174,720", "skipped"],
         ["daily_vwap", "91", "1,820", "skipped"],
         ["daily_summary", "91", "91", "skipped"],
     ]
     assert "Ray:" not in again, "nothing to run: Ray is not even started"
     with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
-        assert len(instance.get_runs()) == 3
+        assert len(instance.get_runs()) == 4
 
 
 def test_cli_commands_run_from_the_project_use_its_dagster_home(
