@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from piot_dagster.engine.frames import slices
 from piot_dagster.engine.intervals import IntervalSet
 from piot_dagster.engine.periods import TIME_UNITS, Period, TimeUnit, split_periods, window_filter
+from piot_dagster.engine.plan_reader import reads_python_dataset
 from piot_dagster.engine.ranges import column_unit_ns, plan_range, predicate_range
 from piot_dagster.engine.ray_tasks import (
     PeriodTask,
@@ -159,6 +160,8 @@ class _PeriodSource:
         self.options = options
         self.max_concurrency = max_concurrency
         self.plan_values = plan_values
+        # Its own filters are unread in such a plan (plan_reader.reads_python_dataset).
+        self.opaque = reads_python_dataset(plan)
 
     def __call__(
         self,
@@ -224,11 +227,18 @@ class _PeriodSource:
     def periods(self, values: IntervalSet) -> list[Period]:
         if not values.is_bounded:
             side = "lower" if not values.lower_bounded else "upper"
+            hint = "before or after execute_on_ray"
+            if self.opaque:
+                # Filters inside the query are unread: only those after it can bound it.
+                hint = (
+                    "after execute_on_ray (the query scans a Python dataset, such as "
+                    "pl.scan_delta, whose plan Polars cannot show without hanging, so the "
+                    "filters inside it are not read)"
+                )
             raise UnboundedRangeError(
                 f"execute_on_ray needs a two-sided bound on date_column {self.column!r}, but "
-                f"the filters leave its {side} side open. Filter it on both sides, before "
-                f"or after execute_on_ray, e.g. "
-                f".filter(pl.col({self.column!r}).is_between(start, end))"
+                f"the filters leave its {side} side open. Filter it on both sides, {hint}, "
+                f"e.g. .filter(pl.col({self.column!r}).is_between(start, end))"
             )
         unit = column_unit_ns(self.schema[self.column])
         return split_periods(values.rescale(unit), self.schema[self.column], self.time_unit)

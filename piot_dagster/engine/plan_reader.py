@@ -32,6 +32,7 @@ __all__ = [
     "When",
     "plan_constraint",
     "predicate_expr",
+    "reads_python_dataset",
     "view",
 ]
 
@@ -151,6 +152,8 @@ def plan_constraint(lf: pl.LazyFrame, column: str | None) -> Expr:
 def view(lf: pl.LazyFrame, flags: pl.QueryOptFlags) -> Any | None:
     """Polars' IR view of ``lf`` as optimised under ``flags``, or None when the plan cannot
     be viewed or Polars' IR is not the version this module reads."""
+    if reads_python_dataset(lf):
+        return None
     try:
         traverser = lf._ldf.with_optimizations(flags._pyoptflags).visit()
     except Exception:  # the plan cannot be viewed: claim nothing about it
@@ -164,6 +167,18 @@ def view(lf: pl.LazyFrame, flags: pl.QueryOptFlags) -> Any | None:
         )
         return None
     return traverser
+
+
+# How Polars describes a scan of a Python dataset (pl.scan_delta, pl.scan_iceberg).
+_PYTHON_DATASET = "PythonDataset SCAN"
+
+
+def reads_python_dataset(lf: pl.LazyFrame) -> bool:
+    """Whether ``lf`` scans a Python dataset. Polars expands one while it builds the IR,
+    calling back into Python on a thread of its own, and ``visit()`` holds the GIL that
+    thread waits for: viewing such a plan hangs the process. The unoptimised plan's
+    description shows the scan without expanding it."""
+    return _PYTHON_DATASET in lf._ldf.describe_plan()
 
 
 def _empty_scan(node: object) -> bool:
