@@ -15,7 +15,9 @@ import pyarrow as pa
 from piot_dagster.dagster.cells import Cell
 from piot_dagster.dagster.formats.base import Format
 from piot_dagster.dagster.reading import Wanted, select_columns
+from piot_dagster.dagster.settings import Settings
 from piot_dagster.engine.ray_tasks import PeriodResult, Writer
+from piot_dagster.storage import Storage
 from piot_dagster.storage.delta import (
     PARTITION_COLUMN,
     SCHEMA_MODES,
@@ -38,14 +40,23 @@ class DeltaPartitions(Format):
     """The asset's Delta table; ``schema_mode="merge"`` (asset metadata) lets a run add
     columns."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        storage: Storage,
+        path: Sequence[str],
+        *,
+        asset: str,
+        partitioned: bool,
+        settings: Settings,
+    ) -> None:
+        super().__init__(storage, path, asset=asset, partitioned=partitioned, settings=settings)
         *folders, name = self.path
         self.target = DeltaTarget(
             self.storage, self.storage.key(folders, name, suffix=""), partitioned=self.partitioned
         )
         self._columns: list[Column] = []
         self._schema = pl.Schema()
+        self._added: frozenset[str] = frozenset()
         self._table: DeltaTable | None = None
 
     @property
@@ -68,6 +79,9 @@ class DeltaPartitions(Format):
             )
         # Other dimensions without a column of the frame become String columns.
         added = {d: pl.String() for cell in cells if cell for d in cell.values if d not in schema}
+        # Kept apart: ``_schema`` holds these columns too, so it cannot tell the writers
+        # which dimensions the frame lacks (every cell's key would go unwritten).
+        self._added = frozenset(added)
         self._schema = pl.Schema({**schema, **added})
         self._columns = stored(self._schema)
         self.target.check_commit_safety()
@@ -81,7 +95,7 @@ class DeltaPartitions(Format):
             self.target.key,
             None if cell is None else cell.key,
             tuple(self._columns),
-            {} if cell is None else {d: v for d, v in cell.values.items() if d not in self._schema},
+            {} if cell is None else {d: v for d, v in cell.values.items() if d in self._added},
             date_column,
             window,
         )
