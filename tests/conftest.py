@@ -14,6 +14,7 @@ import ray
 from hypothesis import settings
 
 import tests
+from piot_dagster import RayDeltaIOManager, RayParquetIOManager
 from tests import servers
 from tests.dagster_server import load_definitions
 
@@ -141,3 +142,13 @@ def object_store(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
         return f"s3://{servers.new_bucket(endpoint)}/lake", servers.s3_options(endpoint)
     endpoint = request.getfixturevalue("azurite_endpoint")
     return f"az://{servers.new_container(endpoint)}/lake", servers.azure_options(endpoint)
+
+
+IOManagerClass = type[RayParquetIOManager] | type[RayDeltaIOManager]
+
+
+@pytest.fixture(params=[RayParquetIOManager, RayDeltaIOManager], ids=["parquet", "delta"])
+def io_manager_class(request: pytest.FixtureRequest) -> IOManagerClass:
+    """A test taking it runs once per IO manager: what a downstream asset reads, and what
+    each partition holds, is the same from both."""
+    return request.param

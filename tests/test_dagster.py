@@ -1,6 +1,6 @@
-"""The Dagster integration on a real local Ray, real Parquet files and scan_db over SQLite."""
-
-from __future__ import annotations
+"""The Dagster integration on a real local Ray, real Parquet files and scan_db over SQLite;
+what a downstream asset reads, and what each partition holds, over real Delta tables too.
+(No `from __future__ import annotations`: Dagster reads the downstream annotations.)"""
 
 import datetime as dt
 import json
@@ -16,13 +16,16 @@ import polars as pl
 import pytest
 import ray
 from dagster._core.types.dagster_type import resolve_dagster_type
+from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
 import piot_dagster
-from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster import RayDeltaIOManager, RayParquetIOManager, RayResource, time_partitions
 from piot_dagster.dagster import progress
 from piot_dagster.errors import StorageError
 from piot_dagster.storage import open_storage
+from piot_dagster.storage.delta import PARTITION_COLUMN
+from tests.conftest import IOManagerClass
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -46,8 +49,10 @@ def trades_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{path}"
 
 
-def io_manager(tmp_path: Path, **overrides: object) -> RayParquetIOManager:
-    return RayParquetIOManager(ray=RayResource(), base_dir=str(tmp_path), **overrides)
+def io_manager(
+    tmp_path: Path, io_manager_class: IOManagerClass = RayParquetIOManager, **overrides: object
+) -> RayParquetIOManager | RayDeltaIOManager:
+    return io_manager_class(ray=RayResource(), base_dir=str(tmp_path), **overrides)
 
 
 def trades_asset(uri: str, partitions_def: dg.PartitionsDefinition, column: str = "ts", **kw):
@@ -63,7 +68,17 @@ def trades_asset(uri: str, partitions_def: dg.PartitionsDefinition, column: str 
     return trades
 
 
-def stored(tmp_path: Path, key: str, asset: str = "trades") -> pl.DataFrame:
+def stored(
+    tmp_path: Path,
+    key: str,
+    asset: str = "trades",
+    io_manager_class: IOManagerClass = RayParquetIOManager,
+) -> pl.DataFrame:
+    """Partition ``key`` of ``asset`` as another reader sees it: its Parquet file, or its
+    rows of the Delta table without the partition column."""
+    if io_manager_class is RayDeltaIOManager:
+        table = pl.read_delta(str(tmp_path / asset))
+        return table.filter(pl.col(PARTITION_COLUMN) == key).drop(PARTITION_COLUMN)
     return pl.read_parquet(tmp_path / asset / f"{key}.parquet")
 
 
@@ -216,7 +231,9 @@ def test_a_partition_its_assets_own_filter_excludes_is_stored_empty_without_read
     assert "WHERE FALSE" in events["2024-03-02"]["sql"].value
 
 
-def test_a_tz_aware_daily_asset_counts_dst_days_of_23_and_25_hours(trades_uri, tmp_path):
+def test_a_tz_aware_daily_asset_counts_dst_days_of_23_and_25_hours(
+    trades_uri, tmp_path, io_manager_class
+):
     berlin = time_partitions("daily", "2024-01-01", timezone="Europe/Berlin")
 
     @dg.asset(
@@ -228,17 +245,17 @@ def test_a_tz_aware_daily_asset_counts_dst_days_of_23_and_25_hours(trades_uri, t
         source = piot_dagster.scan_db("SELECT ts, price FROM trades", connection=trades_uri)
         return source.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
 
+    resources = {"io_manager": io_manager(tmp_path, io_manager_class)}
     tags = {RANGE_START: "2024-03-30", RANGE_END: "2024-03-31"}
-    assert dg.materialize(
-        [trades], tags=tags, resources={"io_manager": io_manager(tmp_path)}
-    ).success
+    assert dg.materialize([trades], tags=tags, resources=resources).success
     tags = {RANGE_START: "2024-10-27", RANGE_END: "2024-10-27"}
-    assert dg.materialize(
-        [trades], tags=tags, resources={"io_manager": io_manager(tmp_path)}
-    ).success
-    rows = {day: stored(tmp_path, day).height for day in ("2024-03-30", "2024-03-31", "2024-10-27")}
+    assert dg.materialize([trades], tags=tags, resources=resources).success
+    rows = {
+        day: stored(tmp_path, day, io_manager_class=io_manager_class).height
+        for day in ("2024-03-30", "2024-03-31", "2024-10-27")
+    }
     assert rows == {"2024-03-30": 24, "2024-03-31": 23, "2024-10-27": 25}
-    first = stored(tmp_path, "2024-03-31")["ts"].min()
+    first = stored(tmp_path, "2024-03-31", io_manager_class=io_manager_class)["ts"].min()
     assert first == dt.datetime(2024, 3, 30, 23, tzinfo=dt.UTC)  # Berlin midnight, in UTC
 
 
@@ -247,24 +264,24 @@ def test_a_tz_aware_daily_asset_counts_dst_days_of_23_and_25_hours(trades_uri, t
     [("monthly", "2024-02-01", 29 * 24), ("yearly", "2023", 365 * 24)],
 )
 def test_monthly_and_yearly_partitions_hold_their_whole_period(
-    trades_uri, tmp_path, unit, key, rows
+    trades_uri, tmp_path, io_manager_class, unit, key, rows
 ):
     asset = trades_asset(
         trades_uri, time_partitions(unit, "2023-01-01" if unit == "monthly" else "2023")
     )
     result = dg.materialize(
-        [asset], partition_key=key, resources={"io_manager": io_manager(tmp_path)}
+        [asset], partition_key=key, resources={"io_manager": io_manager(tmp_path, io_manager_class)}
     )
     assert result.success
-    assert stored(tmp_path, key).height == rows
+    assert stored(tmp_path, key, io_manager_class=io_manager_class).height == rows
 
 
-def test_a_date_column_partitions_by_its_local_dates(trades_uri, tmp_path):
+def test_a_date_column_partitions_by_its_local_dates(trades_uri, tmp_path, io_manager_class):
     asset = trades_asset(trades_uri, time_partitions("monthly", "2023-01-01"), column="day")
-    assert dg.materialize(
-        [asset], partition_key="2024-02-01", resources={"io_manager": io_manager(tmp_path)}
-    ).success
-    assert stored(tmp_path, "2024-02-01")["day"].unique().len() == 29
+    resources = {"io_manager": io_manager(tmp_path, io_manager_class)}
+    assert dg.materialize([asset], partition_key="2024-02-01", resources=resources).success
+    stored_month = stored(tmp_path, "2024-02-01", io_manager_class=io_manager_class)
+    assert stored_month["day"].unique().len() == 29
 
 
 def test_a_non_partitioned_asset_is_one_task_and_one_file(tmp_path):
@@ -284,11 +301,15 @@ def upstream_three_days(uri: str) -> dg.AssetsDefinition:
     return trades_asset(uri, time_partitions("daily", "2024-01-01", end="2024-01-04"))
 
 
-def materialize_all(asset: dg.AssetsDefinition, tmp_path: Path, end: str = "2024-01-03") -> None:
+def materialize_all(
+    asset: dg.AssetsDefinition,
+    tmp_path: Path,
+    io_manager_class: IOManagerClass,
+    end: str = "2024-01-03",
+) -> None:
     tags = {RANGE_START: "2024-01-01", RANGE_END: end}
-    assert dg.materialize(
-        [asset], tags=tags, resources={"io_manager": io_manager(tmp_path)}
-    ).success
+    resources = {"io_manager": io_manager(tmp_path, io_manager_class)}
+    assert dg.materialize([asset], tags=tags, resources=resources).success
 
 
 @pytest.mark.parametrize(
@@ -297,10 +318,10 @@ def materialize_all(asset: dg.AssetsDefinition, tmp_path: Path, end: str = "2024
     ids=["LazyFrame", "DataFrame", "none", "dict-DataFrame", "dict-LazyFrame"],
 )
 def test_a_downstream_asset_gets_every_partition_as_its_annotation_asks(
-    trades_uri, tmp_path, annotation
+    trades_uri, tmp_path, io_manager_class, annotation
 ):
     upstream = upstream_three_days(trades_uri)
-    materialize_all(upstream, tmp_path)
+    materialize_all(upstream, tmp_path, io_manager_class)
     seen = {}
 
     def body(trades):
@@ -311,11 +332,14 @@ def test_a_downstream_asset_gets_every_partition_as_its_annotation_asks(
         body.__annotations__ = {"trades": annotation, "return": pl.DataFrame}
     combined = dg.asset(name="combined", deps=None, ins={"trades": dg.AssetIn("trades")})(body)
     result = dg.materialize(
-        [upstream, combined], selection=[combined], resources={"io_manager": io_manager(tmp_path)}
+        [upstream, combined],
+        selection=[combined],
+        resources={"io_manager": io_manager(tmp_path, io_manager_class)},
     )
     assert result.success
     value = seen["value"]
-    expected = pl.concat([stored(tmp_path, d) for d in ("2024-01-01", "2024-01-02", "2024-01-03")])
+    days = ("2024-01-01", "2024-01-02", "2024-01-03")
+    expected = pl.concat([stored(tmp_path, d, io_manager_class=io_manager_class) for d in days])
     if isinstance(value, dict):
         assert list(value) == ["2024-01-01", "2024-01-02", "2024-01-03"]
         frames = [v.collect() if isinstance(v, pl.LazyFrame) else v for v in value.values()]
@@ -326,9 +350,11 @@ def test_a_downstream_asset_gets_every_partition_as_its_annotation_asks(
         assert_frame_equal(got, expected)
 
 
-def test_a_dict_input_holds_one_entry_even_when_one_partition_exists(trades_uri, tmp_path):
+def test_a_dict_input_holds_one_entry_even_when_one_partition_exists(
+    trades_uri, tmp_path, io_manager_class
+):
     upstream = trades_asset(trades_uri, time_partitions("daily", "2024-01-01", end="2024-01-02"))
-    materialize_all(upstream, tmp_path, end="2024-01-01")
+    materialize_all(upstream, tmp_path, io_manager_class, end="2024-01-01")
     seen = {}
 
     @dg.asset(ins={"trades": dg.AssetIn("trades")})
@@ -337,7 +363,9 @@ def test_a_dict_input_holds_one_entry_even_when_one_partition_exists(trades_uri,
         return pl.DataFrame({"n": [1]})
 
     result = dg.materialize(
-        [upstream, combined], selection=[combined], resources={"io_manager": io_manager(tmp_path)}
+        [upstream, combined],
+        selection=[combined],
+        resources={"io_manager": io_manager(tmp_path, io_manager_class)},
     )
     assert result.success
     assert list(seen["value"]) == ["2024-01-01"]
@@ -347,6 +375,7 @@ def test_a_dict_input_holds_one_entry_even_when_one_partition_exists(trades_uri,
 def keys_a_coarser_downstream_sees(
     uri: str,
     tmp_path: Path,
+    io_manager_class: IOManagerClass,
     upstream: dg.PartitionsDefinition,
     upstream_range: tuple[str, str],
     downstream: dg.PartitionsDefinition,
@@ -357,7 +386,7 @@ def keys_a_coarser_downstream_sees(
     keys the downstream received."""
     trades = trades_asset(uri, upstream)
     start, end = upstream_range
-    resources = {"io_manager": io_manager(tmp_path)}
+    resources = {"io_manager": io_manager(tmp_path, io_manager_class)}
     tags = {RANGE_START: start, RANGE_END: end}
     assert dg.materialize([trades], tags=tags, resources=resources).success
     seen = {}
@@ -378,22 +407,28 @@ def keys_a_coarser_downstream_sees(
     return seen["keys"]
 
 
-def test_a_monthly_downstream_gets_exactly_its_months_daily_partitions(trades_uri, tmp_path):
+def test_a_monthly_downstream_gets_exactly_its_months_daily_partitions(
+    trades_uri, tmp_path, io_manager_class
+):
     keys = keys_a_coarser_downstream_sees(
         trades_uri,
         tmp_path,
+        io_manager_class,
         time_partitions("daily", "2024-01-01"),
         ("2024-01-30", "2024-02-02"),
         time_partitions("monthly", "2024-01-01"),
         "2024-02-01",
     )
     assert keys == ["2024-02-01", "2024-02-02"]
-    assert stored(tmp_path, "2024-02-01", asset="downstream").height == 48
+    downstream = stored(tmp_path, "2024-02-01", "downstream", io_manager_class)
+    assert downstream.height == 48
 
 
-def test_missing_upstream_partitions_are_listed_in_a_clear_error(trades_uri, tmp_path):
+def test_missing_upstream_partitions_are_listed_in_a_clear_error(
+    trades_uri, tmp_path, io_manager_class
+):
     upstream = upstream_three_days(trades_uri)
-    materialize_all(upstream, tmp_path, end="2024-01-01")
+    materialize_all(upstream, tmp_path, io_manager_class, end="2024-01-01")
 
     @dg.asset(ins={"trades": dg.AssetIn("trades")})
     def combined(trades: pl.DataFrame) -> pl.DataFrame:
@@ -405,13 +440,15 @@ def test_missing_upstream_partitions_are_listed_in_a_clear_error(trades_uri, tmp
         dg.materialize(
             [upstream, combined],
             selection=[combined],
-            resources={"io_manager": io_manager(tmp_path)},
+            resources={"io_manager": io_manager(tmp_path, io_manager_class)},
         )
 
 
-def test_missing_partitions_are_skipped_with_a_warning_when_allowed(trades_uri, tmp_path):
+def test_missing_partitions_are_skipped_with_a_warning_when_allowed(
+    trades_uri, tmp_path, io_manager_class
+):
     upstream = upstream_three_days(trades_uri)
-    materialize_all(upstream, tmp_path, end="2024-01-01")
+    materialize_all(upstream, tmp_path, io_manager_class, end="2024-01-01")
 
     @dg.asset(ins={"trades": dg.AssetIn("trades", metadata={"allow_missing_partitions": True})})
     def combined(trades: pl.DataFrame) -> pl.DataFrame:
@@ -422,7 +459,7 @@ def test_missing_partitions_are_skipped_with_a_warning_when_allowed(trades_uri, 
             [upstream, combined],
             selection=[combined],
             instance=instance,
-            resources={"io_manager": io_manager(tmp_path)},
+            resources={"io_manager": io_manager(tmp_path, io_manager_class)},
         )
         assert result.success
         messages = [e.user_message for e in instance.all_logs(result.run_id)]
@@ -498,10 +535,10 @@ def test_partitions_that_are_not_time_based_are_refused_naming_the_asset(trades_
     ],
 )
 def test_any_time_window_partitions_store_exactly_their_windows_rows(
-    trades_uri, tmp_path, partitions_def, first, last
+    trades_uri, tmp_path, io_manager_class, partitions_def, first, last
 ):
     asset = trades_asset(trades_uri, partitions_def)
-    resources = {"io_manager": io_manager(tmp_path)}
+    resources = {"io_manager": io_manager(tmp_path, io_manager_class)}
     result = dg.materialize(
         [asset], resources=resources, tags={RANGE_START: first, RANGE_END: last}
     )
@@ -516,7 +553,7 @@ def test_any_time_window_partitions_store_exactly_their_windows_rows(
         # The column is naive UTC: the window's wall times in its own zone.
         lo, hi = (moment.replace(tzinfo=None) for moment in (window.start, window.end))
         expected = source.filter(pl.col("ts").is_between(lo, hi, closed="left")).collect()
-        assert_frame_equal(stored(tmp_path, key), expected)
+        assert_frame_equal(stored(tmp_path, key, io_manager_class=io_manager_class), expected)
 
 
 def test_hourly_partitions_of_a_date_column_are_refused_naming_asset_and_partition(tmp_path):
@@ -653,9 +690,11 @@ def test_the_in_process_executor_runs_a_job_with_ray_set_up_once(trades_uri, tmp
 # Dagster's own testing contexts and per-asset overrides ----------------------------------
 
 
-def test_output_and_input_contexts_built_by_hand_round_trip_a_range(trades_uri, tmp_path):
+def test_output_and_input_contexts_built_by_hand_round_trip_a_range(
+    trades_uri, tmp_path, io_manager_class
+):
     daily = time_partitions("daily", "2024-01-01")
-    manager = io_manager(tmp_path, date_column="ts")
+    manager = io_manager(tmp_path, io_manager_class, date_column="ts")
     frame = piot_dagster.scan_db("SELECT ts, price FROM trades", connection=trades_uri)
     keys = dg.PartitionKeyRange("2024-01-10", "2024-01-12")
     out = dg.build_output_context(
@@ -668,7 +707,15 @@ def test_output_and_input_contexts_built_by_hand_round_trip_a_range(trades_uri, 
     logged = out.get_logged_metadata()
     assert logged["partitions"].value == 3
     assert logged["rows"].value == 72
-    assert (tmp_path / "market" / "trades" / "2024-01-11.parquet").exists()
+    if io_manager_class is RayDeltaIOManager:
+        table = DeltaTable(str(tmp_path / "market" / "trades"))
+        assert sorted(p[PARTITION_COLUMN] for p in table.partitions()) == [
+            "2024-01-10",
+            "2024-01-11",
+            "2024-01-12",
+        ]
+    else:
+        assert (tmp_path / "market" / "trades" / "2024-01-11.parquet").exists()
     into = dg.build_input_context(
         asset_key=dg.AssetKey(["market", "trades"]),
         asset_partitions_def=daily,
@@ -707,7 +754,7 @@ def test_an_asset_overrides_remote_options_and_max_concurrency_in_its_metadata(
     assert stored(tmp_path, "2024-01-02", asset="flagged")["flag"].unique().to_list() == ["on"]
 
 
-def test_a_non_partitioned_upstream_loads_as_its_one_file(tmp_path):
+def test_a_non_partitioned_upstream_loads_as_its_one_file(tmp_path, io_manager_class):
     @dg.asset
     def small() -> pl.DataFrame:
         return pl.DataFrame({"v": [1, 2, 3]})
@@ -716,15 +763,19 @@ def test_a_non_partitioned_upstream_loads_as_its_one_file(tmp_path):
     def doubled(small: pl.LazyFrame) -> pl.DataFrame:
         return small.select(pl.col("v") * 2).collect()
 
-    result = dg.materialize([small, doubled], resources={"io_manager": io_manager(tmp_path)})
+    resources = {"io_manager": io_manager(tmp_path, io_manager_class)}
+    result = dg.materialize([small, doubled], resources=resources)
     assert result.success
     assert result.output_for_node("doubled")["v"].to_list() == [2, 4, 6]
 
 
-def test_a_yearly_downstream_gets_its_years_monthly_partitions(trades_uri, tmp_path):
+def test_a_yearly_downstream_gets_its_years_monthly_partitions(
+    trades_uri, tmp_path, io_manager_class
+):
     keys = keys_a_coarser_downstream_sees(
         trades_uri,
         tmp_path,
+        io_manager_class,
         time_partitions("monthly", "2023-01-01"),
         ("2023-11-01", "2024-02-01"),
         time_partitions("yearly", "2023"),

@@ -427,3 +427,23 @@ def test_conditional_puts_turned_off_are_refused_saying_what_to_remove(s3_endpoi
 
     with pytest.raises(piot_dagster.errors.StorageError, match="aws_conditional_put='disabled'"):
         backfill(daily(prices(DAYS)), io_manager, KEYS[0], KEYS[0])
+
+
+# The engine over a Delta table ----------------------------------------------------------
+
+
+def test_a_delta_scan_runs_on_ray_bounded_after_and_a_bound_inside_is_explained(tmp_path):
+    """Polars cannot show the plan of a Python dataset scan without hanging (its expansion
+    waits for the GIL that viewing the plan holds): filters inside such a query are not
+    read, and the error says where to put them."""
+    frame = prices(DAYS)
+    backfill(daily(frame), manager(tmp_path), KEYS[0], KEYS[-1])
+    scan = pl.scan_delta(str(tmp_path / "prices")).drop(PARTITION_COLUMN)
+    week = pl.col("ts").is_between(dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 9), "left")
+
+    got = scan.piot.execute_on_ray(date_column="ts", time_unit="daily").filter(week).collect()
+
+    assert_frame_equal(got, frame.filter(week))
+    inside = scan.filter(week).piot.execute_on_ray(date_column="ts", time_unit="daily")
+    with pytest.raises(piot_dagster.UnboundedRangeError, match=r"after execute_on_ray .*Python"):
+        inside.collect()

@@ -107,11 +107,13 @@ def test_a_dtype_delta_cannot_hold_exactly_is_refused_naming_the_column(dtype, n
 
 def test_values_delta_cannot_hold_exactly_are_refused_never_rounded(tmp_path):
     storage = open_storage(str(tmp_path))
+    nanoseconds = pl.DataFrame({"ts": [dt.datetime(2024, 1, 1)]}).cast(pl.Datetime("ns"))
+    nanoseconds = nanoseconds.with_columns(pl.col("ts") + pl.duration(nanoseconds=1))
+    too_big = pl.DataFrame({"big": pl.Series([2**64 - 1], dtype=pl.UInt64)})
     for frame, hint in [
-        (pl.DataFrame({"ts": [dt.datetime(2024, 1, 1)]}).cast(pl.Datetime("ns"))
-         .with_columns(pl.col("ts") + pl.duration(nanoseconds=1)), "'ts' holds timestamps with nanoseconds"),
-        (pl.DataFrame({"big": pl.Series([2**64 - 1], dtype=pl.UInt64)}), r"'big' holds UInt64 .* Decimal\(20, 0\)"),
-    ]:  # fmt: skip
+        (nanoseconds, "'ts' holds timestamps with nanoseconds"),
+        (too_big, r"'big' holds UInt64 .* Decimal\(20, 0\)"),
+    ]:
         writer = DeltaFileWriter(storage, "t", "k", tuple(stored(frame.schema)), {}, None)
         with pytest.raises(ValueError, match=hint):
             writer.write(frame)

@@ -1,6 +1,7 @@
-"""What a downstream asset receives from RayParquetIOManager, as Dagster's UPathIOManager
-behaves: Optional inputs and outputs, self-dependent assets, and column selection; on a
-real local Ray and real Parquet files."""
+"""What a downstream asset receives from RayParquetIOManager and RayDeltaIOManager alike,
+as Dagster's UPathIOManager behaves: Optional inputs and outputs, self-dependent assets,
+and column selection; on a real local Ray, real Parquet files and real Delta tables.
+(No `from __future__ import annotations`: Dagster reads the downstream annotations.)"""
 
 import datetime as dt
 from pathlib import Path
@@ -11,7 +12,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster import RayDeltaIOManager, RayResource, time_partitions
+from piot_dagster.storage.delta import PARTITION_COLUMN
+from tests.conftest import IOManagerClass
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 DAYS = time_partitions("daily", "2024-01-01", end="2024-01-04")
@@ -24,14 +27,29 @@ FRAME = pl.DataFrame(
 )
 
 
-def resources(tmp_path: Path) -> dict:
+def resources(tmp_path: Path, io_manager_class: IOManagerClass) -> dict:
     return {
-        "io_manager": RayParquetIOManager(ray=RayResource(), base_dir=str(tmp_path)),
+        "io_manager": io_manager_class(ray=RayResource(), base_dir=str(tmp_path)),
         "memory": dg.InMemoryIOManager(),
     }
 
 
-def received(upstream: dg.AssetsDefinition, annotation: object, tmp_path: Path, **asset_in):
+def stored(tmp_path: Path, io_manager_class: IOManagerClass, asset: str) -> pl.DataFrame:
+    """Every stored partition of ``asset``, in partition key order, as another reader
+    sees it: its Parquet files, or its Delta table's rows without the partition column."""
+    if io_manager_class is RayDeltaIOManager:
+        table = pl.read_delta(str(tmp_path / asset))
+        return table.sort(PARTITION_COLUMN, maintain_order=True).drop(PARTITION_COLUMN)
+    return pl.concat(pl.read_parquet(path) for path in sorted((tmp_path / asset).iterdir()))
+
+
+def received(
+    upstream: dg.AssetsDefinition,
+    annotation: object,
+    tmp_path: Path,
+    io_manager_class: IOManagerClass,
+    **asset_in,
+):
     """What an asset receives for ``upstream`` annotated ``annotation``."""
 
     @dg.asset(ins={"upstream": dg.AssetIn(upstream.key, **asset_in)}, io_manager_key="memory")
@@ -39,7 +57,9 @@ def received(upstream: dg.AssetsDefinition, annotation: object, tmp_path: Path, 
         return upstream
 
     result = dg.materialize(
-        [upstream, downstream], selection=[downstream], resources=resources(tmp_path)
+        [upstream, downstream],
+        selection=[downstream],
+        resources=resources(tmp_path, io_manager_class),
     )
     return result.output_for_node("downstream")
 
@@ -66,37 +86,41 @@ def daily() -> pl.DataFrame:
     ],
 )
 def test_an_optional_input_is_none_until_its_upstream_is_stored_then_its_type(
-    tmp_path, annotation, kind
+    tmp_path, io_manager_class, annotation, kind
 ):
-    assert received(whole, annotation, tmp_path) is None
+    assert received(whole, annotation, tmp_path, io_manager_class) is None
 
-    assert dg.materialize([whole], resources=resources(tmp_path)).success
+    assert dg.materialize([whole], resources=resources(tmp_path, io_manager_class)).success
 
-    got = received(whole, annotation, tmp_path)
+    got = received(whole, annotation, tmp_path, io_manager_class)
     assert isinstance(got, kind)
     assert_frame_equal(got.collect() if isinstance(got, pl.LazyFrame) else got, FRAME)
 
 
-def test_an_optional_partitioned_input_skips_missing_partitions(tmp_path):
-    assert received(daily, pl.DataFrame | None, tmp_path) is None
+def test_an_optional_partitioned_input_skips_missing_partitions(tmp_path, io_manager_class):
+    assert received(daily, pl.DataFrame | None, tmp_path, io_manager_class) is None
     assert dg.materialize(
-        [daily], partition_key="2024-01-02", resources=resources(tmp_path)
+        [daily], partition_key="2024-01-02", resources=resources(tmp_path, io_manager_class)
     ).success
 
-    assert_frame_equal(received(daily, pl.DataFrame | None, tmp_path), FRAME[1:2])
-    by_day = received(daily, dict[str, pl.DataFrame | None], tmp_path)
+    assert_frame_equal(received(daily, pl.DataFrame | None, tmp_path, io_manager_class), FRAME[1:2])
+    by_day = received(daily, dict[str, pl.DataFrame | None], tmp_path, io_manager_class)
     assert list(by_day) == ["2024-01-02"]
 
 
-def test_a_required_input_of_missing_partitions_says_how_to_make_it_optional(tmp_path):
+def test_a_required_input_of_missing_partitions_says_how_to_make_it_optional(
+    tmp_path, io_manager_class
+):
     with pytest.raises(FileNotFoundError, match=r"annotate the input `\.\.\. \| None`"):
-        received(daily, pl.DataFrame, tmp_path)
+        received(daily, pl.DataFrame, tmp_path, io_manager_class)
 
 
 # Optional outputs -----------------------------------------------------------------------
 
 
-def test_an_optional_output_returning_none_stores_nothing_and_the_run_succeeds(tmp_path):
+def test_an_optional_output_returning_none_stores_nothing_and_the_run_succeeds(
+    tmp_path, io_manager_class
+):
     @dg.asset(partitions_def=DAYS, metadata={"date_column": "d"})
     def sometimes() -> pl.DataFrame | None:
         return None
@@ -105,7 +129,7 @@ def test_an_optional_output_returning_none_stores_nothing_and_the_run_succeeds(t
         result = dg.materialize(
             [sometimes],
             partition_key="2024-01-01",
-            resources=resources(tmp_path),
+            resources=resources(tmp_path, io_manager_class),
             instance=instance,
         )
         messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
@@ -113,7 +137,7 @@ def test_an_optional_output_returning_none_stores_nothing_and_the_run_succeeds(t
     assert result.success
     assert "asset sometimes returned None: nothing was stored" in messages
     assert not (tmp_path / "sometimes").exists()
-    assert received(sometimes, pl.DataFrame | None, tmp_path) is None
+    assert received(sometimes, pl.DataFrame | None, tmp_path, io_manager_class) is None
 
 
 # Self-dependent assets ------------------------------------------------------------------
@@ -142,29 +166,36 @@ def running_total(annotation: object) -> dg.AssetsDefinition:
 
 
 @pytest.mark.parametrize("annotation", [pl.DataFrame | None, dict[str, pl.DataFrame]])
-def test_a_self_dependent_daily_asset_starts_from_nothing_on_its_first_day(tmp_path, annotation):
+def test_a_self_dependent_daily_asset_starts_from_nothing_on_its_first_day(
+    tmp_path, io_manager_class, annotation
+):
     total = running_total(annotation)
     for day in DAYS.get_partition_keys():
-        assert dg.materialize([total], partition_key=day, resources=resources(tmp_path)).success
+        assert dg.materialize(
+            [total], partition_key=day, resources=resources(tmp_path, io_manager_class)
+        ).success
 
-    stored = pl.concat(pl.read_parquet(path) for path in sorted((tmp_path / "total").iterdir()))
-    assert stored["total"].to_list() == [1, 3, 6]
+    assert stored(tmp_path, io_manager_class, "total")["total"].to_list() == [1, 3, 6]
 
 
-def test_a_self_dependent_asset_with_a_required_input_fails_clearly_on_its_first_day(tmp_path):
+def test_a_self_dependent_asset_with_a_required_input_fails_clearly_on_its_first_day(
+    tmp_path, io_manager_class
+):
     with pytest.raises(ValueError, match="the partition mapping gives no partition of it"):
         dg.materialize(
-            [running_total(pl.DataFrame)], partition_key="2024-01-01", resources=resources(tmp_path)
+            [running_total(pl.DataFrame)],
+            partition_key="2024-01-01",
+            resources=resources(tmp_path, io_manager_class),
         )
 
 
 # Column selection -----------------------------------------------------------------------
 
 
-def test_asset_in_columns_are_selected_and_pushed_into_a_lazy_scan(tmp_path):
+def test_asset_in_columns_are_selected_and_pushed_into_a_lazy_scan(tmp_path, io_manager_class):
     assert dg.materialize(
         [daily],
-        resources=resources(tmp_path),
+        resources=resources(tmp_path, io_manager_class),
         tags={
             "dagster/asset_partition_range_start": "2024-01-01",
             "dagster/asset_partition_range_end": "2024-01-03",
@@ -172,17 +203,21 @@ def test_asset_in_columns_are_selected_and_pushed_into_a_lazy_scan(tmp_path):
     ).success
     only = {"metadata": {"columns": ["d", "v"]}}
 
-    eager = received(daily, pl.DataFrame, tmp_path, **only)
-    lazy = received(daily, pl.LazyFrame, tmp_path, **only)
-    by_day = received(daily, dict[str, pl.LazyFrame], tmp_path, **only)
+    eager = received(daily, pl.DataFrame, tmp_path, io_manager_class, **only)
+    lazy = received(daily, pl.LazyFrame, tmp_path, io_manager_class, **only)
+    by_day = received(daily, dict[str, pl.LazyFrame], tmp_path, io_manager_class, **only)
 
     assert_frame_equal(eager, FRAME.select("d", "v"))
-    assert "PROJECT 2/3 COLUMNS" in lazy.explain()
+    # Only d and v are read; a Delta scan reads the partition column it filters on too.
+    delta = io_manager_class is RayDeltaIOManager
+    assert ("PROJECT 3/4 COLUMNS" if delta else "PROJECT 2/3 COLUMNS") in lazy.explain()
     assert_frame_equal(lazy.collect(), FRAME.select("d", "v"))
     assert all(lf.collect_schema().names() == ["d", "v"] for lf in by_day.values())
 
 
-def test_asset_in_columns_the_partitions_lack_are_named(tmp_path):
-    assert dg.materialize([whole], resources=resources(tmp_path)).success
+def test_asset_in_columns_the_partitions_lack_are_named(tmp_path, io_manager_class):
+    assert dg.materialize([whole], resources=resources(tmp_path, io_manager_class)).success
     with pytest.raises(ValueError, match=r"names \['price'\], which the stored partitions lack"):
-        received(whole, pl.DataFrame, tmp_path, metadata={"columns": ["v", "price"]})
+        received(
+            whole, pl.DataFrame, tmp_path, io_manager_class, metadata={"columns": ["v", "price"]}
+        )

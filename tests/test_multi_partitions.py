@@ -1,6 +1,8 @@
 """Multi-partitions: a time dimension times a static or dynamic one (day x symbol), each
-cell one Ray task, stored in Hive's layout; on a real local Ray, scan_db over SQLite and
-real Parquet files."""
+cell one Ray task, stored in Hive's layout by RayParquetIOManager and as a partition of
+one Delta table by RayDeltaIOManager, and read back alike from both; on a real local Ray,
+scan_db over SQLite, real Parquet files and real Delta tables.
+(No `from __future__ import annotations`: Dagster reads the downstream annotations.)"""
 
 import datetime as dt
 import sqlite3
@@ -11,10 +13,13 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
 import piot_dagster
-from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster import RayDeltaIOManager, RayParquetIOManager, RayResource, time_partitions
+from piot_dagster.storage.delta import PARTITION_COLUMN
+from tests.conftest import IOManagerClass
 from tests.databases import drop_postgres, write_postgres
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -85,17 +90,34 @@ def mapped(uri: str, partitions_def: dg.PartitionsDefinition = DAY_BY_SYMBOL, qu
     return prices
 
 
-def resources(tmp_path: Path) -> dict:
+def resources(tmp_path: Path, io_manager_class: IOManagerClass) -> dict:
     return {
-        "io_manager": RayParquetIOManager(ray=RayResource(), base_dir=str(tmp_path)),
+        "io_manager": io_manager_class(ray=RayResource(), base_dir=str(tmp_path)),
         "memory": dg.InMemoryIOManager(),
     }
 
 
-def backfill(asset, tmp_path: Path, first: str, last: str, **kw) -> dg.ExecuteInProcessResult:
+def backfill(
+    asset, tmp_path: Path, io_manager_class: IOManagerClass, first: str, last: str, **kw
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [asset], resources=resources(tmp_path), tags={RANGE_START: first, RANGE_END: last}, **kw
+        [asset],
+        resources=resources(tmp_path, io_manager_class),
+        tags={RANGE_START: first, RANGE_END: last},
+        **kw,
     )
+
+
+def stored(
+    tmp_path: Path, io_manager_class: IOManagerClass, asset: str, day: str, symbol: str
+) -> pl.DataFrame:
+    """The cell (``day``, ``symbol``) of ``asset`` as another reader sees it: its Parquet
+    file in Hive's layout, or its rows of the Delta table without the partition column."""
+    if io_manager_class is RayDeltaIOManager:
+        key = str(dg.MultiPartitionKey({"date": day, "symbol": symbol}))
+        table = pl.read_delta(str(tmp_path / asset))
+        return table.filter(pl.col(PARTITION_COLUMN) == key).drop(PARTITION_COLUMN)
+    return pl.read_parquet(tmp_path / asset / f"symbol={symbol}" / f"{day}.parquet")
 
 
 # Writing --------------------------------------------------------------------------------
@@ -106,7 +128,7 @@ def test_a_two_dimensional_backfill_is_one_run_of_one_task_per_cell_in_hives_lay
 ):
     uri, query = prices_source
     asset = mapped(uri, query=query)
-    result = backfill(asset, tmp_path, "2024-01-02|SYM01", "2024-01-04|SYM02")
+    result = backfill(asset, tmp_path, RayParquetIOManager, "2024-01-02|SYM01", "2024-01-04|SYM02")
 
     assert result.success
     events = result.asset_materializations_for_node("prices")
@@ -135,7 +157,42 @@ def test_a_two_dimensional_backfill_is_one_run_of_one_task_per_cell_in_hives_lay
     assert_frame_equal(by_duckdb.sort("ts", "symbol"), expected)
 
 
-def test_an_unmapped_dimension_takes_the_frame_as_the_runs_one_key(prices_uri, tmp_path):
+def test_a_two_dimensional_backfill_is_one_commit_of_one_file_per_cell_in_a_delta_table(
+    prices_source, tmp_path
+):
+    uri, query = prices_source
+    asset = mapped(uri, query=query)
+    result = backfill(asset, tmp_path, RayDeltaIOManager, "2024-01-02|SYM01", "2024-01-04|SYM02")
+
+    assert result.success
+    keys = [f"2024-01-0{d}|{s}" for d in (2, 3, 4) for s in ("SYM01", "SYM02")]
+    events = result.asset_materializations_for_node("prices")
+    assert sorted(e.partition for e in events) == keys
+    table = DeltaTable(str(tmp_path / "prices"))
+    assert table.version() == 0
+    assert sorted(p[PARTITION_COLUMN] for p in table.partitions()) == keys
+    assert len(table.file_uris()) == len(keys)
+    for event in events:
+        day, symbol = str(event.partition).split("|")
+        assert event.metadata["delta_table"].value == str(tmp_path / "prices")
+        assert event.metadata["delta_version"].value == 0
+        stored_cell = stored(tmp_path, RayDeltaIOManager, "prices", day, symbol)
+        assert_frame_equal(stored_cell, cell(uri, day, symbol, query))
+        # The day's window and the symbol both reached the database's WHERE.
+        sql = event.metadata["sql"].value
+        assert f"\"symbol\" = '{symbol}'" in sql
+        assert f"'{day}" in sql
+    # One table to Delta readers: Polars and delta-rs's own.
+    expected = pl.concat([cell(uri, *key.split("|"), query) for key in keys]).sort("ts", "symbol")
+    by_polars = pl.read_delta(str(tmp_path / "prices")).drop(PARTITION_COLUMN)
+    assert_frame_equal(by_polars.sort("ts", "symbol"), expected)
+    by_delta_rs = pl.DataFrame(table.to_pyarrow_table()).drop(PARTITION_COLUMN)
+    assert_frame_equal(by_delta_rs.sort("ts", "symbol"), expected)
+
+
+def test_an_unmapped_dimension_takes_the_frame_as_the_runs_one_key(
+    prices_uri, tmp_path, io_manager_class
+):
     @dg.asset(
         partitions_def=DAY_BY_SYMBOL,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -146,17 +203,17 @@ def test_an_unmapped_dimension_takes_the_frame_as_the_runs_one_key(prices_uri, t
         symbols = {k.keys_by_dimension["symbol"] for k in context.partition_keys}
         return source(prices_uri).filter(pl.col("symbol").is_in(sorted(symbols)))
 
-    result = backfill(quotes, tmp_path, "2024-01-01|SYM02", "2024-01-03|SYM02")
+    result = backfill(quotes, tmp_path, io_manager_class, "2024-01-01|SYM02", "2024-01-03|SYM02")
 
     assert result.success
     for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
-        stored = pl.read_parquet(tmp_path / "quotes" / "symbol=SYM02" / f"{day}.parquet")
-        assert_frame_equal(stored, cell(prices_uri, day, "SYM02"))
+        got = stored(tmp_path, io_manager_class, "quotes", day, "SYM02")
+        assert_frame_equal(got, cell(prices_uri, day, "SYM02"))
     with pytest.raises(ValueError, match=r"asset quotes: the run covers 2 keys of dimension"):
-        backfill(quotes, tmp_path, "2024-01-01|SYM01", "2024-01-01|SYM02")
+        backfill(quotes, tmp_path, io_manager_class, "2024-01-01|SYM01", "2024-01-01|SYM02")
 
 
-def test_a_dynamic_second_dimension_works_as_a_static_one(prices_uri, tmp_path):
+def test_a_dynamic_second_dimension_works_as_a_static_one(prices_uri, tmp_path, io_manager_class):
     symbols = dg.DynamicPartitionsDefinition(name="symbols")
     partitions_def = dg.MultiPartitionsDefinition({"date": DAYS, "symbol": symbols})
     with dg.instance_for_test() as instance:
@@ -164,6 +221,7 @@ def test_a_dynamic_second_dimension_works_as_a_static_one(prices_uri, tmp_path):
         result = backfill(
             mapped(prices_uri, partitions_def),
             tmp_path,
+            io_manager_class,
             "2024-01-05|SYM01",
             "2024-01-06|SYM03",
             instance=instance,
@@ -171,21 +229,34 @@ def test_a_dynamic_second_dimension_works_as_a_static_one(prices_uri, tmp_path):
     assert result.success
     for day in ("2024-01-05", "2024-01-06"):
         for symbol in ("SYM01", "SYM03"):
-            stored = pl.read_parquet(tmp_path / "prices" / f"symbol={symbol}" / f"{day}.parquet")
-            assert_frame_equal(stored, cell(prices_uri, day, symbol))
+            got = stored(tmp_path, io_manager_class, "prices", day, symbol)
+            assert_frame_equal(got, cell(prices_uri, day, symbol))
 
 
 # Reading --------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def stored_week(prices_uri: str, tmp_path: Path) -> dg.AssetsDefinition:
+def stored_week(
+    prices_uri: str, tmp_path: Path, io_manager_class: IOManagerClass
+) -> dg.AssetsDefinition:
     prices = mapped(prices_uri)
-    assert backfill(prices, tmp_path, "2024-01-01|SYM01", "2024-01-07|SYM03").success
+    assert backfill(
+        prices, tmp_path, io_manager_class, "2024-01-01|SYM01", "2024-01-07|SYM03"
+    ).success
     return prices
 
 
-def receive(upstream, annotation, tmp_path: Path, *, partitions_def=None, key=None, asset_in=None):
+def receive(
+    upstream,
+    annotation,
+    tmp_path: Path,
+    io_manager_class: IOManagerClass,
+    *,
+    partitions_def=None,
+    key=None,
+    asset_in=None,
+):
     """What an asset (partitioned by ``partitions_def``, run for ``key``) receives."""
 
     @dg.asset(
@@ -199,20 +270,20 @@ def receive(upstream, annotation, tmp_path: Path, *, partitions_def=None, key=No
     result = dg.materialize(
         [upstream, downstream],
         selection=[downstream],
-        resources=resources(tmp_path),
+        resources=resources(tmp_path, io_manager_class),
         partition_key=key,
     )
     return result.output_for_node("downstream")
 
 
 def test_a_non_partitioned_downstream_reads_every_cell_as_every_annotation(
-    prices_uri, stored_week, tmp_path
+    prices_uri, stored_week, tmp_path, io_manager_class
 ):
     everything = source(prices_uri).collect().sort("ts", "symbol")
 
-    eager = receive(stored_week, pl.DataFrame, tmp_path)
-    lazy = receive(stored_week, pl.LazyFrame, tmp_path)
-    by_cell = receive(stored_week, dict[str, pl.DataFrame], tmp_path)
+    eager = receive(stored_week, pl.DataFrame, tmp_path, io_manager_class)
+    lazy = receive(stored_week, pl.LazyFrame, tmp_path, io_manager_class)
+    by_cell = receive(stored_week, dict[str, pl.DataFrame], tmp_path, io_manager_class)
 
     assert_frame_equal(eager.sort("ts", "symbol"), everything)
     assert_frame_equal(lazy.collect().sort("ts", "symbol"), everything)
@@ -221,21 +292,26 @@ def test_a_non_partitioned_downstream_reads_every_cell_as_every_annotation(
 
 
 def test_a_daily_downstream_of_a_day_by_symbol_upstream_reads_every_symbol_of_its_day(
-    prices_uri, stored_week, tmp_path
+    prices_uri, stored_week, tmp_path, io_manager_class
 ):
     # Dagster maps a day to all of that day's cells.
-    got = receive(stored_week, pl.DataFrame, tmp_path, partitions_def=DAYS, key="2024-01-03")
+    got = receive(
+        stored_week, pl.DataFrame, tmp_path, io_manager_class, partitions_def=DAYS, key="2024-01-03"
+    )
     expected = pl.concat(cell(prices_uri, "2024-01-03", s) for s in SYMBOLS)
     assert_frame_equal(got.sort("ts", "symbol"), expected.sort("ts", "symbol"))
 
 
-def test_a_downstream_by_symbol_reads_every_day_of_its_symbol(prices_uri, stored_week, tmp_path):
+def test_a_downstream_by_symbol_reads_every_day_of_its_symbol(
+    prices_uri, stored_week, tmp_path, io_manager_class
+):
     by_symbol = dg.StaticPartitionsDefinition(SYMBOLS)
     mapping = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="symbol")
     got = receive(
         stored_week,
         pl.DataFrame,
         tmp_path,
+        io_manager_class,
         partitions_def=by_symbol,
         key="SYM02",
         asset_in={"partition_mapping": mapping},
@@ -244,17 +320,25 @@ def test_a_downstream_by_symbol_reads_every_day_of_its_symbol(prices_uri, stored
     assert_frame_equal(got, expected)
 
 
-def test_an_unmapped_cells_symbol_comes_back_as_a_column_as_from_hive(prices_uri, tmp_path):
+def test_an_unmapped_cells_symbol_comes_back_as_a_column_named_after_its_dimension(
+    prices_uri, tmp_path, io_manager_class
+):
     @dg.asset(partitions_def=DAY_BY_SYMBOL, metadata={"date_column": "ts"})
     def bare(context: dg.AssetExecutionContext) -> pl.LazyFrame:
         symbol = context.partition_key.keys_by_dimension["symbol"]
         return source(prices_uri).filter(pl.col("symbol") == symbol).drop("symbol")
 
     key = dg.MultiPartitionKey({"date": "2024-01-02", "symbol": "SYM03"})
-    assert dg.materialize([bare], partition_key=key, resources=resources(tmp_path)).success
+    assert dg.materialize(
+        [bare], partition_key=key, resources=resources(tmp_path, io_manager_class)
+    ).success
 
     got = receive(
-        bare, pl.DataFrame, tmp_path, asset_in={"metadata": {"allow_missing_partitions": True}}
+        bare,
+        pl.DataFrame,
+        tmp_path,
+        io_manager_class,
+        asset_in={"metadata": {"allow_missing_partitions": True}},
     )
     assert_frame_equal(got, cell(prices_uri, "2024-01-02", "SYM03"), check_column_order=False)
 
@@ -270,7 +354,9 @@ def test_an_unmapped_cells_symbol_comes_back_as_a_column_as_from_hive(prices_uri
         ({"symbol": 1}, "partition_columns must map dimension names to column names"),
     ],
 )
-def test_a_bad_column_mapping_names_the_asset_and_what_to_fix(prices_uri, tmp_path, columns, names):
+def test_a_bad_column_mapping_names_the_asset_and_what_to_fix(
+    prices_uri, tmp_path, io_manager_class, columns, names
+):
     @dg.asset(
         partitions_def=DAY_BY_SYMBOL,
         metadata={"date_column": "ts", "partition_columns": columns},
@@ -280,7 +366,7 @@ def test_a_bad_column_mapping_names_the_asset_and_what_to_fix(prices_uri, tmp_pa
 
     key = dg.MultiPartitionKey({"date": "2024-01-02", "symbol": "SYM01"})
     with pytest.raises((ValueError, TypeError), match=f"asset prices: .*{names}"):
-        dg.materialize([prices], partition_key=key, resources=resources(tmp_path))
+        dg.materialize([prices], partition_key=key, resources=resources(tmp_path, io_manager_class))
 
 
 def test_a_static_key_that_cannot_name_a_folder_is_refused(prices_uri, tmp_path):
@@ -289,15 +375,23 @@ def test_a_static_key_that_cannot_name_a_folder_is_refused(prices_uri, tmp_path)
     )
     key = dg.MultiPartitionKey({"date": "2024-01-02", "symbol": "A/B"})
     with pytest.raises(ValueError, match=r"asset prices: 'symbol=A/B' cannot name a file"):
-        dg.materialize([mapped(prices_uri, odd)], partition_key=key, resources=resources(tmp_path))
+        dg.materialize(
+            [mapped(prices_uri, odd)],
+            partition_key=key,
+            resources=resources(tmp_path, RayParquetIOManager),
+        )
 
 
-def test_multi_partitions_without_a_time_dimension_are_refused(prices_uri, tmp_path):
+def test_multi_partitions_without_a_time_dimension_are_refused(
+    prices_uri, tmp_path, io_manager_class
+):
     untimed = dg.MultiPartitionsDefinition(
         {"a": dg.StaticPartitionsDefinition(["x"]), "b": dg.StaticPartitionsDefinition(["y"])}
     )
     key = dg.MultiPartitionKey({"a": "x", "b": "y"})
     with pytest.raises(TypeError, match="asset prices: multi-partitions need a time dimension"):
         dg.materialize(
-            [mapped(prices_uri, untimed)], partition_key=key, resources=resources(tmp_path)
+            [mapped(prices_uri, untimed)],
+            partition_key=key,
+            resources=resources(tmp_path, io_manager_class),
         )
