@@ -105,13 +105,13 @@ def to_stored(frame: pl.DataFrame, columns: list[Column]) -> pl.DataFrame:
     is a ``ValueError`` naming the column."""
     for column in columns:
         values = pl.col(column.name)
-        if isinstance(column.dtype, pl.Datetime) and column.dtype.time_unit == "ns":
-            if frame.select((values.dt.timestamp("ns") % 1000 != 0).any()).item():
-                raise ValueError(
-                    f"column {column.name!r} holds timestamps with nanoseconds, which Delta "
-                    f"Lake (microseconds) cannot keep; round it with .dt.truncate('1us') or "
-                    f"cast it to Datetime('us') first"
-                )
+        nanoseconds = isinstance(column.dtype, pl.Datetime) and column.dtype.time_unit == "ns"
+        if nanoseconds and frame.select((values.dt.timestamp("ns") % 1000 != 0).any()).item():
+            raise ValueError(
+                f"column {column.name!r} holds timestamps with nanoseconds, which Delta "
+                f"Lake (microseconds) cannot keep; round it with .dt.truncate('1us') or "
+                f"cast it to Datetime('us') first"
+            )
         if column.dtype == pl.UInt64 and frame.select((values > 2**63 - 1).any()).item():
             raise ValueError(
                 f"column {column.name!r} holds UInt64 values above {2**63 - 1}, which Delta "
