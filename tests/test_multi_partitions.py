@@ -382,6 +382,22 @@ def test_a_static_key_that_cannot_name_a_folder_is_refused(prices_uri, tmp_path)
         )
 
 
+def test_a_static_key_that_cannot_be_a_delta_partition_value_is_refused(prices_uri, tmp_path):
+    """Any key names a Delta partition once escaped ('A/B' too), but not one whose escaped
+    folder name is longer than a file name may be."""
+    long = "é" * 50  # 300 bytes once escaped
+    odd = dg.MultiPartitionsDefinition(
+        {"date": DAYS, "symbol": dg.StaticPartitionsDefinition(["A/B", long])}
+    )
+    with pytest.raises(ValueError, match=r"asset prices: the partition key '2024-01-02\|é+' "):
+        dg.materialize(
+            [mapped(prices_uri, odd, query=f"SELECT ts, '{long}' AS symbol, price FROM prices")],
+            partition_key=dg.MultiPartitionKey({"date": "2024-01-02", "symbol": long}),
+            resources=resources(tmp_path, RayDeltaIOManager),
+        )
+    assert not (tmp_path / "prices").exists(), "refused before any task wrote"
+
+
 def test_multi_partitions_without_a_time_dimension_are_refused(
     prices_uri, tmp_path, io_manager_class
 ):

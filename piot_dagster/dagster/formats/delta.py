@@ -24,6 +24,7 @@ from piot_dagster.storage.delta import (
     Column,
     DeltaFileWriter,
     DeltaTarget,
+    partition_folder,
     restore,
     stored,
 )
@@ -90,6 +91,8 @@ class DeltaPartitions(Format):
     def writer(
         self, cell: Cell | None, *, date_column: str | None, window: tuple[int, int] | None
     ) -> Writer:
+        if cell is not None:
+            partition_folder(cell.key)  # refused here, before any task runs
         return DeltaFileWriter(
             self.storage,
             self.target.key,

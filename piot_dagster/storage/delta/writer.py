@@ -38,16 +38,36 @@ class DeltaFile(WrittenFile):
     stats: str
 
 
+# The longest file name most filesystems (and so a partition's folder) allow, in bytes.
+_LONGEST_NAME = 255
+
+
 def partition_folder(partition: str) -> str:
     """The folder of a partition's files, in the Hive spelling Delta writers use and
-    readers (Polars among them) parse back: every byte but ``A-Za-z0-9_.-~`` escaped.
+    readers (Polars among them) parse back: every byte but ``A-Za-z0-9_.-~`` escaped. A
+    key that cannot be a partition value (empty, which Delta reads as null, or too long
+    for a folder's name once escaped) is a ``ValueError`` naming it.
 
     Examples
     --------
     >>> partition_folder("2024-01-05-13:00")
     'dagster_partition=2024-01-05-13%3A00'
     """
-    return f"{PARTITION_COLUMN}={quote(partition, safe='')}"
+    folder = f"{PARTITION_COLUMN}={quote(partition, safe='')}"
+    if not partition or len(folder) > _LONGEST_NAME:
+        why = (
+            "Delta reads an empty partition value as null"
+            if not partition
+            else (
+                f"escaped for its folder's name it takes {len(folder)} bytes, more than the "
+                f"{_LONGEST_NAME} a file name may"
+            )
+        )
+        raise ValueError(
+            f"the partition key {partition!r} cannot be a Delta partition value: {why}; "
+            f"use shorter keys"
+        )
+    return folder
 
 
 @dataclass(frozen=True)
