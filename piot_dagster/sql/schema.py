@@ -8,13 +8,20 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from piot_dagster.sql import mysql, odbc
 from piot_dagster.sql.connection import Connection
+from piot_dagster.sql.dialects import Dialect
 from piot_dagster.sql.pushdown import embed, false
 
-__all__ = ["discover_schema", "postgres_declared_dtype", "sqlite_declared_dtype"]
+__all__ = [
+    "discover_schema",
+    "named_columns",
+    "postgres_declared_dtype",
+    "sqlite_declared_dtype",
+]
 
 _PROBE = "piot_probe"
 
@@ -37,6 +44,20 @@ def discover_schema(connection: Connection, query: str) -> pl.Schema:
             with conn.cursor() as cursor:
                 arrow_schema = cursor.adbc_execute_schema(query)
     return _from_arrow(arrow_schema)
+
+
+def named_columns(query: str, dialect: Dialect) -> list[str] | None:
+    """The columns ``query`` gives, read from its text without the database: None when it
+    does not name them all (a ``*``), or is not valid SQL of ``dialect`` (scan_db then
+    says so)."""
+    try:
+        parsed = sqlglot.parse_one(query, read=dialect.sqlglot)
+    except sqlglot.errors.ParseError:
+        return None
+    names = parsed.named_selects if isinstance(parsed, exp.Query) else []
+    if not names or any(name in ("", "*") for name in names):
+        return None
+    return list(names)
 
 
 def _from_arrow(schema: pa.Schema) -> pl.Schema:
