@@ -14,12 +14,14 @@ from piot_dagster.sql import DatabaseError, scan_db
 
 if TYPE_CHECKING:
     from piot_dagster.dagster import (
+        PartitionedQuery,
         RayDeltaIOManager,
         RayParquetIOManager,
         RayResource,
         SourceTable,
         partition_checks,
         partition_unit,
+        partitioned_query,
         source_change_sensor,
         time_partitions,
     )
@@ -28,12 +30,14 @@ if TYPE_CHECKING:
 # its task, and importing Dagster there cost each new worker about a second.
 _DAGSTER = frozenset(
     {
+        "PartitionedQuery",
         "RayDeltaIOManager",
         "RayParquetIOManager",
         "RayResource",
         "SourceTable",
         "partition_checks",
         "partition_unit",
+        "partitioned_query",
         "source_change_sensor",
         "time_partitions",
     }
@@ -48,8 +52,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'piot_dagster' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The Dagster names too: `dg list components` finds the component by listing them.
+    return sorted({*globals(), *_DAGSTER})
+
+
 __all__ = [
     "DatabaseError",
+    "PartitionedQuery",
     "PeriodExecutionError",
     "RayDeltaIOManager",
     "RayNotInitializedError",
@@ -60,6 +70,7 @@ __all__ = [
     "execute_on_ray",
     "partition_checks",
     "partition_unit",
+    "partitioned_query",
     "scan_db",
     "source_change_sensor",
     "time_partitions",
