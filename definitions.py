@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -45,6 +46,10 @@ from piot_dagster import RayDeltaIOManager, RayParquetIOManager, RayResource, ti
 warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)
 
 HERE = Path(__file__).resolve().parent
+# defs/, this project's folder of YAML definitions, is imported as the `dg` project's root
+# package: from this folder, as `dagster dev -f` run elsewhere would not put it on the path.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 TRADES_DB = Path(os.environ.get("PIOT_TRADES_DB", HERE / "data" / "trades.db"))
 SOURCE = os.environ.get("PIOT_SOURCE_URI") or f"sqlite:///{TRADES_DB}"
 QUERY = "SELECT ts, symbol, price, qty FROM trades"
@@ -55,7 +60,6 @@ STEP_MINUTES = 15
 DAILY = time_partitions("daily", FIRST_DAY, end=END_DAY)
 WEEKLY = time_partitions("weekly", dt.date(2022, 1, 3), end=END_DAY)  # weeks start on Monday
 MONTHLY = time_partitions("monthly", FIRST_DAY, end=END_DAY)
-YEARLY = time_partitions("yearly", FIRST_DAY, end=END_DAY)
 DAY_BY_SYMBOL = dg.MultiPartitionsDefinition(
     {"date": DAILY, "symbol": dg.StaticPartitionsDefinition(SYMBOLS)}
 )
@@ -155,7 +159,8 @@ def partitioned_trades(
 trades_daily = partitioned_trades("trades_daily", DAILY)
 trades_weekly = partitioned_trades("trades_weekly", WEEKLY)
 trades_monthly = partitioned_trades("trades_monthly", MONTHLY)
-trades_yearly = partitioned_trades("trades_yearly", YEARLY)
+# trades_yearly is defined in YAML, defs/trades_yearly/defs.yaml, through the
+# PartitionedQuery component; load_from_defs_folder below brings it in.
 # Day x symbol: each cell one Ray task, its day and symbol both in scan_db's WHERE, stored
 # as trades_by_symbol/symbol=SYM01/2024-01-05.parquet.
 trades_by_symbol = partitioned_trades(
@@ -235,36 +240,42 @@ trades_daily_refresh = trades_table.sensor(
     trades_daily, name="trades_daily_source_changes", minimum_interval_seconds=30
 )
 
-defs = dg.Definitions(
-    assets=[
-        trades_table.asset,
-        trades_daily,
-        trades_weekly,
-        trades_monthly,
-        trades_yearly,
-        trades_by_symbol,
-        trades_daily_delta,
-        daily_vwap,
-        daily_summary,
-    ],
-    asset_checks=[
-        piot_dagster.partition_checks(trades_daily, min_rows=1),
-        piot_dagster.partition_checks(trades_daily_delta, min_rows=1),
-    ],
-    jobs=[
-        # Partitioned as their assets are (Dagster infers it).
-        dg.define_asset_job("trades_daily_job", selection=[trades_daily]),
-        dg.define_asset_job("trades_daily_delta_job", selection=[trades_daily_delta]),
-        dg.define_asset_job("trades_monthly_job", selection=[trades_monthly]),
-        dg.define_asset_job("daily_summary_job", selection=[daily_summary]),
-    ],
-    sensors=[trades_daily_refresh],
-    resources={
-        "io_manager": RayParquetIOManager(ray=RAY, base_dir=os.environ.get("PIOT_ASSET_DIR")),
-        "delta_io_manager": RayDeltaIOManager(ray=RAY, base_dir=os.environ.get("PIOT_ASSET_DIR")),
-    },
-    # One process per run: Ray starts (or connects) once per run, not once per step.
-    executor=dg.in_process_executor,
+# Everything: the assets defined here, and those defined in YAML under defs/ (a `dg`
+# project's folder; `dg list defs` shows both).
+defs = dg.Definitions.merge(
+    dg.Definitions(
+        assets=[
+            trades_table.asset,
+            trades_daily,
+            trades_weekly,
+            trades_monthly,
+            trades_by_symbol,
+            trades_daily_delta,
+            daily_vwap,
+            daily_summary,
+        ],
+        asset_checks=[
+            piot_dagster.partition_checks(trades_daily, min_rows=1),
+            piot_dagster.partition_checks(trades_daily_delta, min_rows=1),
+        ],
+        jobs=[
+            # Partitioned as their assets are (Dagster infers it).
+            dg.define_asset_job("trades_daily_job", selection=[trades_daily]),
+            dg.define_asset_job("trades_daily_delta_job", selection=[trades_daily_delta]),
+            dg.define_asset_job("trades_monthly_job", selection=[trades_monthly]),
+            dg.define_asset_job("daily_summary_job", selection=[daily_summary]),
+        ],
+        sensors=[trades_daily_refresh],
+        resources={
+            "io_manager": RayParquetIOManager(ray=RAY, base_dir=os.environ.get("PIOT_ASSET_DIR")),
+            "delta_io_manager": RayDeltaIOManager(
+                ray=RAY, base_dir=os.environ.get("PIOT_ASSET_DIR")
+            ),
+        },
+        # One process per run: Ray starts (or connects) once per run, not once per step.
+        executor=dg.in_process_executor,
+    ),
+    dg.load_from_defs_folder(path_within_project=HERE),
 )
 
 

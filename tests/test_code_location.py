@@ -164,7 +164,10 @@ def test_cli_commands_run_from_the_project_use_its_dagster_home(
     otherwise."""
     project = tmp_path / "project"
     project.mkdir()
+    # The code location: definitions.py, and the dg project's YAML definitions it merges.
     shutil.copy(ROOT / "definitions.py", project)
+    shutil.copy(ROOT / "pyproject.toml", project)
+    shutil.copytree(ROOT / "defs", project / "defs")
     home = project_files(project)
     monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
     assert dotenv_values(project / ".env")["DAGSTER_EVENT_BATCH_SIZE"] == "1000"
