@@ -17,6 +17,7 @@ from piot_dagster.dagster.cells import check_partitions
 from piot_dagster.dagster.checks import partition_checks
 from piot_dagster.dagster.io_manager import RayDeltaIOManager, RayParquetIOManager
 from piot_dagster.dagster.ray_resource import RayResource
+from piot_dagster.dagster.settings import env_value
 from piot_dagster.dagster.source_table import SourceTable
 from piot_dagster.sql import scan_db
 from piot_dagster.sql.connection import Connection
@@ -120,7 +121,7 @@ def partitioned_query(
     if source_sensor:
         table = SourceTable(
             f"{name}_source",
-            connection=_now(connection),
+            connection=env_value(connection, "connection"),
             query=query,
             date_column=date_column,
             partitions_def=partitions_def,
@@ -142,7 +143,7 @@ def partitioned_query(
         description=description or f"The partition's rows of: {query}",
     )
     def query_asset() -> pl.LazyFrame:
-        return scan_db(query, connection=_now(connection))
+        return scan_db(query, connection=env_value(connection, "connection"))
 
     return dg.Definitions(
         assets=[query_asset] + ([table.asset] if table is not None else []),
@@ -179,16 +180,3 @@ def check_date_column(query: str, connection: str | dg.EnvVar | None, date_colum
             f"date_column {date_column!r} is not a column of the query, whose columns are "
             f"{columns}; name one of them, or select it in the query"
         )
-
-
-def _now(connection: str | dg.EnvVar) -> str:
-    """The connection string, an environment variable's read now."""
-    if not isinstance(connection, dg.EnvVar):
-        return connection
-    value = connection.get_value()
-    if value is None:
-        raise ValueError(
-            f"connection reads the environment variable {connection.env_var_name!r}, which "
-            f"is not set in this process"
-        )
-    return value

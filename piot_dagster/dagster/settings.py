@@ -15,7 +15,7 @@ import dagster as dg
 from piot_dagster.engine.ray_tasks import check_remote_options
 from piot_dagster.storage import is_secret
 
-__all__ = ["OVERRIDABLE", "Settings", "resolve"]
+__all__ = ["OVERRIDABLE", "Settings", "env_value", "resolve"]
 
 OVERRIDABLE = (
     "base_dir",
@@ -83,16 +83,25 @@ def _value(value: object) -> object:
     return getattr(value, "value", value) if not isinstance(value, dg.EnvVar) else value
 
 
-def _env(value: object, name: str, asset: str) -> Any:
+def env_value(value: object, name: str) -> Any:
+    """``value``, or the value of the environment variable a ``dg.EnvVar`` names, read now;
+    an unset one is a ``ValueError`` naming ``name`` and the variable."""
     if not isinstance(value, dg.EnvVar):
         return value
     resolved = value.get_value()
     if resolved is None:
         raise ValueError(
-            f"asset {asset}: {name} reads the environment variable {value.env_var_name!r}, "
-            f"which is not set in this process"
+            f"{name} reads the environment variable {value.env_var_name!r}, which is not set "
+            f"in this process"
         )
     return resolved
+
+
+def _env(value: object, name: str, asset: str) -> Any:
+    try:
+        return env_value(value, name)
+    except ValueError as exc:
+        raise ValueError(f"asset {asset}: {exc}") from None
 
 
 def _from_metadata(options: Mapping[Any, Any], asset: str) -> dict[Any, Any]:

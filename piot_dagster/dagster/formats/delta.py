@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -15,9 +16,7 @@ import pyarrow as pa
 from piot_dagster.dagster.cells import Cell
 from piot_dagster.dagster.formats.base import Format
 from piot_dagster.dagster.reading import Wanted, select_columns
-from piot_dagster.dagster.settings import Settings
 from piot_dagster.engine.ray_tasks import PeriodResult, Writer
-from piot_dagster.storage import Storage
 from piot_dagster.storage.delta import (
     PARTITION_COLUMN,
     SCHEMA_MODES,
@@ -41,24 +40,16 @@ class DeltaPartitions(Format):
     """The asset's Delta table; ``schema_mode="merge"`` (asset metadata) lets a run add
     columns."""
 
-    def __init__(
-        self,
-        storage: Storage,
-        path: Sequence[str],
-        *,
-        asset: str,
-        partitioned: bool,
-        settings: Settings,
-    ) -> None:
-        super().__init__(storage, path, asset=asset, partitioned=partitioned, settings=settings)
+    # Set by prepare() for writing, by present() for reading.
+    _columns: tuple[Column, ...] = ()
+    _added: frozenset[str] = frozenset()
+    _table: DeltaTable | None = None
+
+    @cached_property
+    def target(self) -> DeltaTarget:
         *folders, name = self.path
-        self.target = DeltaTarget(
-            self.storage, self.storage.key(folders, name, suffix=""), partitioned=self.partitioned
-        )
-        self._columns: list[Column] = []
-        self._schema = pl.Schema()
-        self._added: frozenset[str] = frozenset()
-        self._table: DeltaTable | None = None
+        key = self.storage.key(folders, name, suffix="")
+        return DeltaTarget(self.storage, key, partitioned=self.partitioned)
 
     @property
     def uri(self) -> str:
@@ -80,11 +71,8 @@ class DeltaPartitions(Format):
             )
         # Other dimensions without a column of the frame become String columns.
         added = {d: pl.String() for cell in cells if cell for d in cell.values if d not in schema}
-        # Kept apart: ``_schema`` holds these columns too, so it cannot tell the writers
-        # which dimensions the frame lacks (every cell's key would go unwritten).
         self._added = frozenset(added)
-        self._schema = pl.Schema({**schema, **added})
-        self._columns = stored(self._schema)
+        self._columns = tuple(stored(pl.Schema({**schema, **added})))
         self.target.check_commit_safety()
         self.target.schema(self.target.open_for_writing(), self._columns, mode)
 
@@ -97,7 +85,7 @@ class DeltaPartitions(Format):
             self.storage,
             self.target.key,
             None if cell is None else cell.key,
-            tuple(self._columns),
+            self._columns,
             {} if cell is None else {d: v for d, v in cell.values.items() if d in self._added},
             date_column,
             window,
