@@ -255,7 +255,7 @@ class RayIOManager(dg.ConfigurableIOManager):
             context.log.warning(
                 f"asset {asset}: skipping {len(missing)} missing partition(s): {listing(missing)}"
             )
-            cells = [cell for cell in cells if kept.name(cell) not in missing]
+            cells = [cell for cell in cells if kept.name(cell) in present]
         columns = _columns((context.definition_metadata or {}).get("columns"), asset)
         with _naming(asset):
             return kept.load(cells, wanted, columns)
