@@ -123,31 +123,42 @@ def stored(
 # Writing --------------------------------------------------------------------------------
 
 
-def test_a_two_dimensional_backfill_is_one_run_of_one_task_per_cell_in_hives_layout(
-    prices_source, tmp_path
-):
+CELLS = [f"2024-01-0{d}|{s}" for d in (2, 3, 4) for s in ("SYM01", "SYM02")]
+
+
+def backfilled_cells(
+    prices_source: tuple[str, str], tmp_path: Path, io_manager_class: IOManagerClass
+) -> tuple[list[dg.AssetMaterialization], pl.DataFrame]:
+    """Backfill ``CELLS`` as one run and check what every format owes: a materialization
+    per cell, each cell stored as the source's rows, and the cell's day and symbol in the
+    database's ``WHERE``. Returns the events and every cell's rows, sorted."""
     uri, query = prices_source
-    asset = mapped(uri, query=query)
-    result = backfill(asset, tmp_path, RayParquetIOManager, "2024-01-02|SYM01", "2024-01-04|SYM02")
+    result = backfill(mapped(uri, query=query), tmp_path, io_manager_class, CELLS[0], CELLS[-1])
 
     assert result.success
     events = result.asset_materializations_for_node("prices")
-    assert sorted(e.partition for e in events) == [
-        f"2024-01-0{d}|{s}" for d in (2, 3, 4) for s in ("SYM01", "SYM02")
-    ]
+    assert sorted(e.partition for e in events) == CELLS
+    for event in events:
+        day, symbol = str(event.partition).split("|")
+        stored_cell = stored(tmp_path, io_manager_class, "prices", day, symbol)
+        assert_frame_equal(stored_cell, cell(uri, day, symbol, query))
+        sql = event.metadata["sql"].value
+        assert f"\"symbol\" = '{symbol}'" in sql
+        assert f"'{day}" in sql
+    expected = pl.concat([cell(uri, *key.split("|"), query) for key in CELLS])
+    return events, expected.sort("ts", "symbol")
+
+
+def test_a_two_dimensional_backfill_is_one_run_of_one_task_per_cell_in_hives_layout(
+    prices_source, tmp_path
+):
+    events, expected = backfilled_cells(prices_source, tmp_path, RayParquetIOManager)
+
     for event in events:
         day, symbol = str(event.partition).split("|")
         path = tmp_path / "prices" / f"symbol={symbol}" / f"{day}.parquet"
         assert event.metadata["path"].value == str(path)
-        assert_frame_equal(pl.read_parquet(path), cell(uri, day, symbol, query))
-        # The day's window and the symbol both reached the database's WHERE.
-        sql = event.metadata["sql"].value
-        assert f"\"symbol\" = '{symbol}'" in sql
-        assert f"'{day}" in sql
     # One table to Hive readers: Polars and DuckDB.
-    expected = pl.concat(
-        [cell(uri, f"2024-01-0{d}", s, query) for d in (2, 3, 4) for s in ("SYM01", "SYM02")]
-    ).sort("ts", "symbol")
     hive = pl.scan_parquet(tmp_path / "prices", hive_partitioning=True).collect()
     assert_frame_equal(hive.sort("ts", "symbol"), expected)
     glob = str(tmp_path / "prices" / "*" / "*.parquet")
@@ -160,30 +171,16 @@ def test_a_two_dimensional_backfill_is_one_run_of_one_task_per_cell_in_hives_lay
 def test_a_two_dimensional_backfill_is_one_commit_of_one_file_per_cell_in_a_delta_table(
     prices_source, tmp_path
 ):
-    uri, query = prices_source
-    asset = mapped(uri, query=query)
-    result = backfill(asset, tmp_path, RayDeltaIOManager, "2024-01-02|SYM01", "2024-01-04|SYM02")
+    events, expected = backfilled_cells(prices_source, tmp_path, RayDeltaIOManager)
 
-    assert result.success
-    keys = [f"2024-01-0{d}|{s}" for d in (2, 3, 4) for s in ("SYM01", "SYM02")]
-    events = result.asset_materializations_for_node("prices")
-    assert sorted(e.partition for e in events) == keys
     table = DeltaTable(str(tmp_path / "prices"))
     assert table.version() == 0
-    assert sorted(p[PARTITION_COLUMN] for p in table.partitions()) == keys
-    assert len(table.file_uris()) == len(keys)
+    assert sorted(p[PARTITION_COLUMN] for p in table.partitions()) == CELLS
+    assert len(table.file_uris()) == len(CELLS)
     for event in events:
-        day, symbol = str(event.partition).split("|")
         assert event.metadata["delta_table"].value == str(tmp_path / "prices")
         assert event.metadata["delta_version"].value == 0
-        stored_cell = stored(tmp_path, RayDeltaIOManager, "prices", day, symbol)
-        assert_frame_equal(stored_cell, cell(uri, day, symbol, query))
-        # The day's window and the symbol both reached the database's WHERE.
-        sql = event.metadata["sql"].value
-        assert f"\"symbol\" = '{symbol}'" in sql
-        assert f"'{day}" in sql
     # One table to Delta readers: Polars and delta-rs's own.
-    expected = pl.concat([cell(uri, *key.split("|"), query) for key in keys]).sort("ts", "symbol")
     by_polars = pl.read_delta(str(tmp_path / "prices")).drop(PARTITION_COLUMN)
     assert_frame_equal(by_polars.sort("ts", "symbol"), expected)
     by_delta_rs = pl.DataFrame(table.to_pyarrow_table()).drop(PARTITION_COLUMN)
