@@ -347,6 +347,19 @@ def test_the_source_sensor_comes_with_its_source_table_and_starts_as_asked():
     assert dg.AssetKey("cells_source") in defs.get_assets_def("cells").dependency_keys
 
 
+def test_an_unset_connection_variable_is_named_with_its_asset(monkeypatch):
+    monkeypatch.delenv("PIOT_UNSET_SOURCE", raising=False)
+    # The sensor's source table reads the connection when the definitions load.
+    yaml = SENSED.replace("sqlite:///prices.db", '"{{ env.PIOT_UNSET_SOURCE }}"')
+
+    message = (
+        "partitioned_query 'cells': connection reads the environment variable "
+        "'PIOT_UNSET_SOURCE', which is not set in this process"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        dg.build_defs_for_component(PartitionedQuery.resolve_from_yaml(yaml))
+
+
 # The repository as a dg project ----------------------------------------------------------
 
 

@@ -121,7 +121,7 @@ def partitioned_query(
     if source_sensor:
         table = SourceTable(
             f"{name}_source",
-            connection=env_value(connection, "connection"),
+            connection=env_value(connection, f"{where}: connection"),
             query=query,
             date_column=date_column,
             partitions_def=partitions_def,
@@ -143,7 +143,7 @@ def partitioned_query(
         description=description or f"The partition's rows of: {query}",
     )
     def query_asset() -> pl.LazyFrame:
-        return scan_db(query, connection=env_value(connection, "connection"))
+        return scan_db(query, connection=env_value(connection, f"{where}: connection"))
 
     return dg.Definitions(
         assets=[query_asset] + ([table.asset] if table is not None else []),
