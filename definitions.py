@@ -37,6 +37,10 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import ray
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    AssetCheckExecutionRecordStatus,
+)
 
 import piot_dagster
 from piot_dagster import RayDeltaIOManager, RayParquetIOManager, RayResource, time_partitions
@@ -233,6 +237,13 @@ def daily_summary(trades_daily: pl.LazyFrame) -> dg.Output[pl.DataFrame]:
     )
 
 
+# Each stored day of either table is checked (rows in the window, no null date, the same
+# schema as the day before, at least one row), in the run that stores it.
+CHECKS = {
+    asset.key: piot_dagster.partition_checks(asset, min_rows=1)
+    for asset in (trades_daily, trades_daily_delta)
+}
+
 # One Ray for both IO managers: a run storing both kinds sets it up once.
 RAY = RayResource()
 
@@ -254,10 +265,7 @@ defs = dg.Definitions.merge(
             daily_vwap,
             daily_summary,
         ],
-        asset_checks=[
-            piot_dagster.partition_checks(trades_daily, min_rows=1),
-            piot_dagster.partition_checks(trades_daily_delta, min_rows=1),
-        ],
+        asset_checks=list(CHECKS.values()),
         jobs=[
             # Partitioned as their assets are (Dagster infers it).
             dg.define_asset_job("trades_daily_job", selection=[trades_daily]),
@@ -279,12 +287,16 @@ defs = dg.Definitions.merge(
 )
 
 
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
 def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = False) -> None:
     """Build the database, backfill a quarter of daily partitions as one run on Ray, as
-    Parquet files and as one Delta table, then the downstream assets: the daily VWAP for
-    the same days, and the summary of every stored day; print a short summary. What the
-    instance already holds (partitions, or a summary newer than every stored day) is
-    skipped unless ``again``."""
+    Parquet files and as one Delta table, each run judging its days' partition checks;
+    then the downstream assets: the daily VWAP for the same days, and the summary of every
+    stored day; print a short summary. What the instance already holds (partitions with
+    their checks judged, or a summary newer than every stored day) is skipped unless
+    ``again``."""
     started = time.perf_counter()
     built = not TRADES_DB.exists()
     ensure_trades_db()
@@ -295,9 +307,12 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
     )
     instance = dg.DagsterInstance.get()
     keys = [k for k in DAILY.get_partition_keys() if first <= k <= last]
+    # What each run needs defined, and the asset it stores. The tables' partition checks
+    # are selected with them (selecting an asset selects its checks): each run judges the
+    # days it stores.
     steps = [
-        ([trades_daily], trades_daily),
-        ([trades_daily_delta], trades_daily_delta),
+        ([trades_daily, CHECKS[trades_daily.key]], trades_daily),
+        ([trades_daily_delta, CHECKS[trades_daily_delta.key]], trades_daily_delta),
         ([trades_daily, daily_vwap], daily_vwap),
     ]
     missing = {
@@ -306,26 +321,42 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
         else sorted(set(keys) - instance.get_materialized_partitions(asset.key))
         for _, asset in steps
     }
+    # Stored days whose checks were not judged since they were stored (an instance the
+    # demo filled before it ran checks): judged by a run of the checks alone, which reads
+    # what the writing tasks measured, not the data.
+    unchecked = {
+        key: sorted(
+            set(keys)
+            & instance.get_materialized_partitions(key)
+            - set(missing[key])
+            - _judged_days(instance, key, keys)
+        )
+        for key in CHECKS
+    }
     seconds = dict.fromkeys([*missing, daily_summary.key], "skipped")
-    if any(missing.values()) or again or _stale(instance, daily_summary.key, trades_daily.key):
+    if (
+        any(missing.values())
+        or any(unchecked.values())
+        or again
+        or _stale(instance, daily_summary.key, trades_daily.key)
+    ):
         started = time.perf_counter()
         ray.init(logging_level=logging.WARNING, log_to_driver=False)
         print(
             f"  Ray: {ray.cluster_resources().get('CPU', 0):.0f} CPUs, ready in "
             f"{time.perf_counter() - started:.1f} s"
         )
-    for assets, asset in steps:
-        todo = missing[asset.key]
-        if todo:
-            range_tags = {
-                "dagster/asset_partition_range_start": todo[0],
-                "dagster/asset_partition_range_end": todo[-1],
-            }
-            seconds[asset.key] = _materialize(instance, assets, asset, range_tags)
+    for definitions, asset in steps:
+        if missing[asset.key]:
+            seconds[asset.key] = _materialize(instance, definitions, [asset], missing[asset.key])
+    for definitions, asset in steps:
+        if unchecked.get(asset.key):
+            checks = dg.AssetSelection.checks_for_assets(asset)
+            _materialize(instance, definitions, checks, unchecked[asset.key])
     # Checked only now: the backfill above makes the summary stale.
     if again or _stale(instance, daily_summary.key, trades_daily.key):
         seconds[daily_summary.key] = _materialize(
-            instance, [trades_daily, daily_summary], daily_summary, {}
+            instance, [trades_daily, daily_summary], [daily_summary], days=[]
         )
     ray.shutdown()
     print(f"\n{'asset':<19}{'partitions':>11}{'rows':>10}{'seconds':>9}  stored in")
@@ -346,6 +377,13 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
         f"(daily_summary: every stored day of trades_daily, {summary['partitions_read'].value} "
         f"partitions read as one frame: {summary['rows_read'].value:,} rows)"
     )
+    judged = []
+    for key, checks in CHECKS.items():
+        results = _check_results(instance, key, keys)
+        passed = sum(results.values())
+        wanted = len(checks.check_keys) * len(set(keys) & instance.get_materialized_partitions(key))
+        judged.append(f"{key.to_user_string()} {passed:,} of {wanted:,} passed")
+    print(f"(partition checks, {len(checks.check_keys)} of each stored day: {', '.join(judged)})")
     if "skipped" in seconds.values():
         print("(skipped: already materialized; `make demo DEMO_ARGS=--again` reruns them)")
     print("\nThe UI: `make ui`, then http://127.0.0.1:3000 (Assets > trades_daily)")
@@ -353,22 +391,47 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
 
 def _materialize(
     instance: dg.DagsterInstance,
-    assets: list[dg.AssetsDefinition],
-    asset: dg.AssetsDefinition,
-    tags: dict[str, str],
+    definitions: list[dg.AssetsDefinition | dg.AssetChecksDefinition],
+    selection: list[dg.AssetsDefinition] | dg.AssetSelection,
+    days: list[str],
 ) -> str:
-    """Run ``asset`` (``assets`` give its inputs) in the instance: the seconds it took."""
+    """Run ``selection`` of ``definitions`` in the instance, for the range of ``days`` as
+    one run (or unpartitioned, without days): the seconds it took."""
     started = time.perf_counter()
     dg.materialize(
-        assets,
-        selection=[asset],
+        definitions,
+        selection=selection,
         instance=instance,
         resources=defs.resources,
-        tags=tags,
+        tags={RANGE_START: days[0], RANGE_END: days[-1]} if days else {},
         # The run's failures and warnings, not its step-by-step events.
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     return f"{time.perf_counter() - started:.1f}"
+
+
+def _check_results(
+    instance: dg.DagsterInstance, key: dg.AssetKey, days: list[str]
+) -> dict[tuple[str, str], bool]:
+    """Whether each check of ``key`` passed on each of ``days``: its latest result, if it
+    judged the day's latest materialization."""
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        list(CHECKS[key].check_keys), partition_keys=days
+    )
+    return {
+        (info.partition_key, info.check_key.name): info.latest_execution_status
+        == AssetCheckExecutionRecordStatus.SUCCEEDED
+        for info in infos
+        if info.is_current
+        and info.latest_execution_status in COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+    }
+
+
+def _judged_days(instance: dg.DagsterInstance, key: dg.AssetKey, days: list[str]) -> set[str]:
+    """Those of ``days`` on which every check of ``key`` judged the latest materialization."""
+    results = _check_results(instance, key, days)
+    names = [check.name for check in CHECKS[key].check_keys]
+    return {day for day in days if all((day, name) in results for name in names)}
 
 
 def _stale(instance: dg.DagsterInstance, key: dg.AssetKey, upstream: dg.AssetKey) -> bool:

@@ -113,9 +113,17 @@ def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(locatio
     assert len(runs) == 3, "a partition range is one run"
 
 
-def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
+def test_the_demo_is_short_shows_a_bar_judges_every_stored_days_checks_and_skips_what_is_stored(
     location_env, tmp_path
 ):
+    # Three days stored without their checks, as the demo stored them before it ran checks.
+    store_without_checks = (
+        "import dagster as dg, definitions as d; "
+        "dg.materialize([d.trades_daily], instance=dg.DagsterInstance.get(), "
+        "resources=d.defs.resources, "
+        f"tags={{{RANGE_START!r}: '2024-01-01', {RANGE_END!r}: '2024-01-03'}})"
+    )
+    run_cli([sys.executable, "-c", store_without_checks], location_env)
     shown = run_on_a_terminal([sys.executable, "definitions.py"], location_env)
     # What stays on the screen: a bar redraws its line after each carriage return.
     lines = [line.rsplit("\r", 1)[-1] for line in shown.replace("\r\n", "\n").split("\n")]
@@ -141,6 +149,28 @@ def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
         "version",
         "0)",
     ], "the quarter is one commit"
+    checks_line = (
+        "(partition checks, 4 of each stored day: trades_daily 364 of 364 passed, "
+        "trades_daily_delta 364 of 364 passed)"
+    )
+    assert checks_line in lines
+    days = [
+        f"{d:%Y-%m-%d}"
+        for d in pl.date_range(dt.date(2024, 1, 1), dt.date(2024, 3, 31), eager=True)
+    ]
+    with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
+        for table_name in ("trades_daily", "trades_daily_delta"):
+            names = ["min_rows", "no_null_dates", "rows_in_window", "schema_as_previous"]
+            keys = [dg.AssetCheckKey(dg.AssetKey(table_name), name) for name in names]
+            judged = instance.event_log_storage.get_asset_check_partition_info(
+                keys, partition_keys=days
+            )
+            passed = {
+                (info.partition_key, info.check_key.name)
+                for info in judged
+                if info.is_current and info.latest_execution_status.value == "SUCCEEDED"
+            }
+            assert passed == {(day, name) for day in days for name in names}, table_name
 
     again = run_cli([sys.executable, "definitions.py"], location_env).stdout
     table = [line.split() for line in again.splitlines() if line.startswith(("trades_", "daily_"))]
@@ -150,9 +180,12 @@ def test_the_demo_is_short_shows_a_bar_on_a_terminal_and_skips_what_is_stored(
         ["daily_vwap", "91", "1,820", "skipped"],
         ["daily_summary", "91", "91", "skipped"],
     ]
+    assert checks_line in again.splitlines()
     assert "Ray:" not in again, "nothing to run: Ray is not even started"
     with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
-        assert len(instance.get_runs()) == 4
+        # The three days stored first, then the demo's four runs and one of the three
+        # days' checks alone.
+        assert len(instance.get_runs()) == 6
 
 
 def test_cli_commands_run_from_the_project_use_its_dagster_home(
@@ -356,9 +389,20 @@ def test_the_ui_runs_a_partition_and_a_backfill_through_graphql(
         assert columns == ["ts", "symbol", "price", "qty"]
         summary = instance.get_latest_materialization_event(dg.AssetKey("daily_summary"))
         assert summary.asset_materialization.metadata["partitions_read"].value == 1
+        # The job runs the day's partition checks with it: the Checks tab shows them passed.
+        names = ["min_rows", "no_null_dates", "rows_in_window", "schema_as_previous"]
+        judged = instance.event_log_storage.get_asset_check_partition_info(
+            [dg.AssetCheckKey(dg.AssetKey("trades_daily"), name) for name in names],
+            partition_keys=["2024-02-29"],
+        )
+        assert sorted(
+            (info.check_key.name, info.latest_execution_status.value, info.is_current)
+            for info in judged
+        ) == [(name, "SUCCEEDED", True) for name in names]
     assert all(p.exists() for p in monthly)
     assert pl.read_parquet(monthly[1]).height == 28 * 96 * 20
     screenshot(dagster_dev_port, tmp_path, "trades_daily?view=partitions")
+    screenshot(dagster_dev_port, tmp_path, "trades_daily?view=checks")
     screenshot(dagster_dev_port, tmp_path, "daily_summary")
 
 

@@ -6,7 +6,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluation,
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from piot_dagster.dagster.previews import using_preview
 
@@ -65,14 +68,24 @@ def partition_checks(
     def _checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         keys = [str(k) for k in context.partition_keys]
         before = _previous(partitions_def, keys)
-        stored = _latest_metadata(context.instance, asset.key, {*keys, *before.values()})
+        stored = _latest_records(context.instance, asset.key, {*keys, *before.values()})
         wanted = {check.name for check in context.selected_asset_check_keys}
         for key in keys:
-            metadata = stored.get(key)
-            if metadata is None:
+            record = stored.get(key)
+            if record is None:
                 continue  # nothing stored for it (an Optional output returned None)
             previous = stored.get(before.get(key, ""))
-            for name, (passed, severity, facts) in _judge(metadata, previous, min_rows).items():
+            judged = _judge(
+                record.asset_materialization.metadata,  # type: ignore[union-attr]
+                None if previous is None else previous.asset_materialization.metadata,  # type: ignore[union-attr]
+                min_rows,
+            )
+            # The materialization judged: Dagster shows a result as current only while
+            # it names the partition's latest materialization.
+            target = AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+            )
+            for name, (passed, severity, facts) in judged.items():
                 if name in wanted:
                     context.op_execution_context.log_event(
                         AssetCheckEvaluation(
@@ -82,6 +95,7 @@ def partition_checks(
                             metadata=facts,
                             severity=severity,
                             partition=key,
+                            target_materialization_data=target,
                         )
                     )
         # Each partition's result is logged above: a check result yielded here could name
@@ -145,11 +159,11 @@ def _previous(partitions_def: dg.PartitionsDefinition, keys: Sequence[str]) -> d
     return {k: order[position[k] - 1] for k in keys if position.get(k)}
 
 
-def _latest_metadata(
+def _latest_records(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: set[str]
-) -> dict[str, Mapping[str, Any]]:
-    """The metadata of each partition's latest materialization, newest pages first."""
-    found: dict[str, Mapping[str, Any]] = {}
+) -> dict[str, dg.EventLogRecord]:
+    """Each partition's latest materialization, newest pages first."""
+    found: dict[str, dg.EventLogRecord] = {}
     cursor = None
     while True:
         page = instance.fetch_materializations(
@@ -161,7 +175,7 @@ def _latest_metadata(
         for record in page.records:
             event = record.asset_materialization
             if event is not None and event.partition not in found:
-                found[event.partition] = event.metadata  # type: ignore[index]
+                found[event.partition] = record  # type: ignore[index]
         if not page.has_more or len(found) == len(partitions):
             return found
         cursor = page.cursor
