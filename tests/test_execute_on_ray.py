@@ -120,6 +120,26 @@ def test_seed_example_with_the_filter_before_execute_on_ray(caplog):
     ]
 
 
+@pytest.mark.parametrize(
+    ("predicate", "months"),
+    [
+        (D.dt.year() == 2024, 12),
+        ((D.dt.year() >= 2024) & (D <= MAR31), 3),
+        ((D.dt.year() != 2023) & D.is_between(dt.date(2023, 11, 1), MAR31), 3),
+    ],
+    ids=["==", ">=", "!="],
+)
+def test_a_year_comparison_polars_rewrites_runs_on_its_calendar_bounds(caplog, predicate, months):
+    # Polars 2.2 rewrites each into ranges of the column, ending at the dtype's first or
+    # last date (years ±262142) where the comparison is open: those ends bound nothing,
+    # the calendar ends do.
+    caplog.set_level(logging.INFO, logger="piot_dagster")
+    lf = daily_frame().lazy().filter(predicate)
+    got = lf.piot.execute_on_ray(date_column="date", time_unit="monthly").collect()
+    assert_frame_equal(got, lf.collect())
+    assert len(periods_run(caplog)) == months, "months of 2024 only"
+
+
 def test_filters_before_and_after_are_intersected(caplog):
     caplog.set_level(logging.INFO, logger="piot_dagster")
     lf = daily_frame(dt.date(2023, 1, 1), 730).lazy()

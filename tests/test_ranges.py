@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from piot_dagster.engine.intervals import IntervalSet
+from piot_dagster.engine.plan_reader import Call, predicate_expr
 from piot_dagster.engine.ranges import NS_PER_DAY, plan_range, predicate_range
 
 D = pl.col("date")
@@ -86,7 +87,11 @@ def test_is_in_matching_nulls_claims_nothing():
     "predicate",
     [
         D.dt.offset_by("1d") >= JAN1,
-        D.dt.year() == 2024,
+        # Polars 2.2 rewrites a comparison of dt.year() into a range of the column, but
+        # not these (see the calendar tests below).
+        D.dt.month() == 3,
+        D.dt.year().is_in([2024]),
+        D.dt.year().is_between(2023, 2024),
         D != JAN1,
         D.is_null(),
         pl.when(pl.col("v") > 0).then(D >= JAN1).otherwise(D <= JAN1),
@@ -98,6 +103,93 @@ def test_is_in_matching_nulls_claims_nothing():
 )
 def test_unrecognised_shapes_claim_nothing(predicate):
     assert read(predicate) == EVERYTHING
+
+
+# Polars 2.2 rewrites `col.dt.year() <op> year` on a Date or naive Datetime column into
+# comparisons of the column itself: `== 2024` into `is_between(2024-01-01, 2025-01-01,
+# closed="left")`, `>= 2024` into `is_between(2024-01-01, <the dtype's last date>)`, whose
+# far end (year 262142) no Python date can hold. These tests pin what the reader sees.
+NAIVE = [pl.Date, pl.Datetime("ms"), pl.Datetime("us"), pl.Datetime("ns")]
+JAN1_2025_NS = (dt.date(2025, 1, 1) - dt.date(1970, 1, 1)).days * DAY
+INF = math.inf
+
+
+@pytest.mark.parametrize("dtype", NAIVE, ids=str)
+def test_a_year_equality_is_read_as_the_years_half_open_window(dtype):
+    schema = pl.Schema({"date": dtype, "v": pl.Int64})
+    seen = predicate_expr(D.dt.year() == 2024, schema)
+    assert isinstance(seen, Call)
+    assert (seen.function, seen.options) == ("IsBetween", ("left",)), "the end is excluded"
+    # A nanosecond literal is shown truncated to microseconds: its bound widens by 999 ns.
+    slack = 999 if dtype == pl.Datetime("ns") else 0
+    assert read(D.dt.year() == 2024, schema) == IntervalSet.of(
+        [(JAN1_NS - slack, JAN1_2025_NS + slack)]
+    )
+
+
+@pytest.mark.parametrize("dtype", NAIVE, ids=str)
+@pytest.mark.parametrize(
+    ("predicate", "expected"),
+    [
+        (D.dt.year() >= 2024, [(JAN1_NS, INF)]),
+        (D.dt.year() > 2024, [(JAN1_2025_NS, INF)]),
+        (D.dt.year() < 2024, [(-INF, JAN1_NS)]),
+        (D.dt.year() <= 2024, [(-INF, JAN1_2025_NS)]),
+        (D.dt.year() != 2024, [(-INF, JAN1_NS), (JAN1_2025_NS, INF)]),
+        (~(D.dt.year() == 2024), [(-INF, JAN1_NS), (JAN1_2025_NS, INF)]),
+    ],
+    ids=[">=", ">", "<", "<=", "!=", "not =="],
+)
+def test_a_year_inequality_keeps_its_calendar_bound_and_claims_nothing_past_the_dtype(
+    dtype, predicate, expected
+):
+    got = read(predicate, pl.Schema({"date": dtype, "v": pl.Int64}))
+    slack = 999 if dtype == pl.Datetime("ns") else 0
+    # Within the slack of a truncated nanosecond literal, never narrower than expected.
+    widened = IntervalSet.of([(a - slack, b + slack) for a, b in expected])
+    assert all(any(a <= lo and hi <= b for a, b in widened) for lo, hi in got), (
+        f"{got} is not within {widened}"
+    )
+    assert all(any(a <= lo and hi <= b for a, b in got) for lo, hi in expected), (
+        f"{got} is narrower than {expected}"
+    )
+
+
+@pytest.mark.parametrize("dtype", NAIVE, ids=str)
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+def test_a_year_comparison_bounds_every_row_polars_keeps_at_the_years_edges(dtype, op):
+    def at(ns: int) -> int:
+        return ns if dtype != pl.Date else ns - ns % DAY
+
+    edges = [JAN1_NS, JAN1_2025_NS]
+    instants = sorted({at(e + o) for e in edges for o in (-DAY, -1, 0, 1, DAY)})
+    frame = pl.DataFrame({"date": pl.Series(instants).cast(pl.Datetime("ns"))})
+    frame = frame.with_columns(D.dt.date() if dtype == pl.Date else D.cast(dtype))
+    compare = {
+        "==": D.dt.year() == 2024,
+        "!=": D.dt.year() != 2024,
+        "<": D.dt.year() < 2024,
+        "<=": D.dt.year() <= 2024,
+        ">": D.dt.year() > 2024,
+        ">=": D.dt.year() >= 2024,
+    }[op]
+    derived = read(compare, frame.schema)
+    kept = (
+        [d * DAY for d in frame.filter(compare)["date"].to_physical().to_list()]
+        if dtype == pl.Date
+        else kept_instants(frame, compare)
+    )
+    assert kept, "the edges hold rows that Polars keeps"
+    for instant in kept:
+        assert any(a <= instant < b for a, b in derived), (op, instant)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin"])
+def test_a_year_comparison_on_a_tz_aware_column_stays_unread(zone):
+    # Polars 2.2 leaves these as dt.year() calls: the reader claims nothing of them.
+    schema = pl.Schema({"date": pl.Datetime("us", zone)})
+    for predicate in (D.dt.year() == 2024, D.dt.year() >= 2024, D.dt.year() != 2024):
+        assert read(predicate, schema) == EVERYTHING
 
 
 def test_not_of_a_comparison_is_read_as_polars_rewrites_it():

@@ -38,7 +38,7 @@ __all__ = [
 
 logger = logging.getLogger("piot_dagster")
 
-# The NodeTraverser IR version this module was written against (Polars 2.1).
+# The NodeTraverser IR version this module was written against (Polars 2.1 and 2.2).
 IR_MAJOR = 16
 # Keep filters where the user put them; the other flags would rewrite the plan into shapes
 # (caches, CSE temporaries) that only hide filters.
@@ -210,6 +210,11 @@ class ExprReader:
         try:
             e = self.nt.view_expression(index)
         except NotImplementedError as exc:  # e.g. Python UDFs
+            return Opaque(str(exc))
+        except (ValueError, OverflowError) as exc:
+            # A literal Python cannot hold. Since Polars 2.2 the optimiser rewrites
+            # ``col.dt.year() >= 2024`` into ``is_between(2024-01-01, <the dtype's last
+            # date>)``, a date in year 262142; read as opaque, that end claims nothing.
             return Opaque(str(exc))
         kind = type(e).__name__
         if kind == "Column":

@@ -106,13 +106,14 @@ class _Translator:
         if e.function in ("IsNull", "IsNotNull"):
             is_null = exp.Is(this=_col(name), expression=exp.Null())
             return (is_null if e.function == "IsNull" else exp.not_(is_null)), True
-        if e.function == "IsBetween" and all(isinstance(a, Literal) for a in e.args[1:]):
+        if e.function == "IsBetween":
+            # Both comparisons, as a conjunction: a side that cannot be pushed leaves the
+            # other as a (wider) bound. Polars 2.2 writes `dt.year() >= 2024` with the
+            # dtype's last date as the upper end, which the IR view cannot show.
             closed = e.options[0]
-            low = self.compare(name, "GtEq" if closed in ("both", "left") else "Gt", e.args[1])
-            high = self.compare(name, "LtEq" if closed in ("both", "right") else "Lt", e.args[2])
-            if low is None or high is None:
-                return None
-            return exp.and_(low[0], high[0]), low[1] and high[1]
+            low = Binary("GtEq" if closed in ("both", "left") else "Gt", e.args[0], e.args[1])
+            high = Binary("LtEq" if closed in ("both", "right") else "Lt", e.args[0], e.args[2])
+            return self.conjunction(low, high)
         if e.function == "IsIn" and isinstance(e.args[1], Literal):
             return self.membership(name, e.args[1], nulls_equal=bool(e.options[0]))
         if e.function == "StartsWith" and isinstance(e.args[1], Literal):
