@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -85,8 +86,21 @@ class Storage(abc.ABC):
         behind, so :meth:`discard` can remove it."""
 
     @abc.abstractmethod
+    def spool(self, key: str, token: str) -> Path:
+        """A local file, named by ``token``, to write ``key``'s next content into before
+        :meth:`put_file` stores it: beside ``key`` in a folder (the rename is then atomic),
+        in the temporary folder of this machine for an object store."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, spooled: Path, *, proceed: Callable[[], bool]) -> Stored | None:
+        """Replace ``key`` with the file ``spooled`` (from :meth:`spool`) atomically, once
+        ``proceed()`` says yes, without holding it in memory; None if it said no (the old
+        content stays). The spooled file is gone afterwards either way."""
+
     def discard(self, key: str, token: str) -> None:
-        """Remove what an unfinished put of ``key`` with ``token`` left behind, if anything."""
+        """Remove what an unfinished put of ``key`` with ``token`` left behind here: its
+        spooled file."""
+        self.spool(key, token).unlink(missing_ok=True)
 
     @abc.abstractmethod
     def get(self, key: str) -> bytes:

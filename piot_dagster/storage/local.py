@@ -37,31 +37,30 @@ class LocalStorage(Storage):
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageError(f"base_dir {self.root} is not writable; choose another base_dir")
 
-    def _temporary(self, key: str, token: str) -> Path:
+    def spool(self, key: str, token: str) -> Path:
         path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         return path.with_name(f".{path.name}.{token}.tmp")
 
     def put(
         self, key: str, data: bytes, *, token: str, proceed: Callable[[], bool]
     ) -> Stored | None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        temporary = self._temporary(key, token)
+        spooled = self.spool(key, token)
+        spooled.write_bytes(data)
+        return self.put_file(key, spooled, proceed=proceed)
+
+    def put_file(self, key: str, spooled: Path, *, proceed: Callable[[], bool]) -> Stored | None:
         try:
-            temporary.write_bytes(data)
-            os.chmod(temporary, 0o644)
+            os.chmod(spooled, 0o644)
             # The rename keeps the inode and its modification time: this is what a reader
             # will find, unless another writer replaces it later.
-            stat = temporary.stat()
+            stat = spooled.stat()
             if not proceed():
                 return None
-            os.replace(temporary, path)
+            os.replace(spooled, self.path(key))
         finally:
-            temporary.unlink(missing_ok=True)
+            spooled.unlink(missing_ok=True)
         return Stored(stat.st_size, str(stat.st_mtime_ns))
-
-    def discard(self, key: str, token: str) -> None:
-        self._temporary(key, token).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         # One open handle: a rename replacing the file meanwhile is not seen.

@@ -1,8 +1,9 @@
-"""An object store (S3, GCS, Azure) through obstore: one PUT per partition, one GET per
-read, one listing per folder.
+"""An object store (S3, GCS, Azure) through obstore: one PUT per partition (a multipart
+upload, completed at once, for a large one), one GET per read, one listing per folder.
 
-A PUT replaces an object atomically, so a partition is never seen half-written and a
-failed task leaves nothing behind. Reads fetch each object whole in a single GET: a
+A PUT, or the completion of a multipart upload, replaces an object atomically, so a
+partition is never seen half-written; a failed or stopped upload is aborted, and a
+failed task leaves nothing a reader sees. Reads fetch each object whole in a single GET: a
 reader that made several ranged GETs (as Polars' own Parquet reader does) could get rows
 of two versions mixed while another run overwrites the object.
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import obstore
@@ -24,11 +27,13 @@ from piot_dagster.errors import StorageError
 from piot_dagster.storage.base import Listed, Storage, Stored
 from piot_dagster.storage.location import Location, redact
 
-__all__ = ["MAX_OBJECT_BYTES", "ObjectStorage", "store_options"]
+__all__ = ["PART_BYTES", "ObjectStorage", "store_options"]
 
-# The largest object one PUT may carry on S3 (GCS and Azure allow more); larger
-# partitions would need a multipart upload, which a killed task could leave half done.
-MAX_OBJECT_BYTES = 5 * 2**30
+# Files larger than this go up as a multipart upload of parts this size, a few at once:
+# a task holds at most PART_BYTES * _PARTS_IN_FLIGHT of a partition in memory. S3 wants
+# parts of at least 5 MiB, and at most 10,000 of them (80 GiB here).
+PART_BYTES = 8 * 2**20
+_PARTS_IN_FLIGHT = 4
 # obstore takes the HTTP client's options apart from the store's; Polars takes both in
 # one mapping, optionally with the provider's prefix.
 _CLIENT_OPTIONS = frozenset(
@@ -57,6 +62,12 @@ _PREFIXES = {"s3": "aws_", "gcs": "google_", "azure": "azure_"}
 _ENDPOINT_KEYS = ("endpoint", "endpoint_url", "base_url")
 # Enough retries for a busy server, few enough that an unreachable one fails in seconds.
 _RETRY = {"max_retries": 4, "retry_timeout": dt.timedelta(seconds=30)}
+
+
+class _Abandoned(Exception):
+    """Raised inside an upload to abort it: the stop flag said no."""
+
+
 _stores: dict[tuple[str, tuple[tuple[str, str], ...]], ObjectStore] = {}
 _stores_lock = threading.Lock()
 
@@ -85,12 +96,6 @@ class ObjectStorage(Storage):
     def put(
         self, key: str, data: bytes, *, token: str, proceed: Callable[[], bool]
     ) -> Stored | None:
-        if len(data) > MAX_OBJECT_BYTES:
-            raise StorageError(
-                f"{self.uri(key)} would be {len(data) / 2**30:.1f} GiB of Parquet, more than "
-                f"one PUT stores atomically ({MAX_OBJECT_BYTES / 2**30:.0f} GiB); use finer "
-                f"partitions"
-            )
         if not proceed():
             return None
         try:
@@ -99,8 +104,46 @@ class ObjectStorage(Storage):
             raise self.error(exc, "write", key) from None
         return Stored(len(data), result["e_tag"] or "")
 
-    def discard(self, key: str, token: str) -> None:
-        """A single PUT leaves nothing behind when it fails."""
+    def spool(self, key: str, token: str) -> Path:
+        folder = Path(tempfile.gettempdir()) / "piot-spool"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return folder / f"{token}-{key.rsplit('/', 1)[-1]}"
+
+    def put_file(self, key: str, spooled: Path, *, proceed: Callable[[], bool]) -> Stored | None:
+        """A small file in one PUT; a larger one as a multipart upload of
+        :data:`PART_BYTES` parts read from the file as they go, completed only if
+        ``proceed()`` still says yes once every part is up, and aborted otherwise (or on
+        any failure): no reader ever sees a part of it."""
+        try:
+            size = spooled.stat().st_size
+            if size <= PART_BYTES:
+                return self.put(key, spooled.read_bytes(), token="", proceed=proceed)
+            try:
+                with (
+                    open(spooled, "rb") as source,
+                    obstore.open_writer(
+                        self.store, key, buffer_size=PART_BYTES, max_concurrency=_PARTS_IN_FLIGHT
+                    ) as upload,
+                ):
+                    while part := source.read(PART_BYTES):
+                        upload.write(part)
+                    if not proceed():
+                        # Leaving the block by an exception aborts the upload.
+                        raise _Abandoned
+            except _Abandoned:
+                return None
+            except Exception as exc:
+                raise self.error(exc, "write", key) from None
+            # The upload gives no ETag back: the object's, as a reader will find it.
+            return Stored(size, self._e_tag(key))
+        finally:
+            spooled.unlink(missing_ok=True)
+
+    def _e_tag(self, key: str) -> str:
+        try:
+            return obstore.head(self.store, key)["e_tag"] or ""
+        except Exception as exc:
+            raise self.error(exc, "read", key) from None
 
     def get(self, key: str) -> bytes:
         try:
