@@ -37,7 +37,7 @@ def commit(base: Path, frames: dict[str, pl.DataFrame], *, mode=None, properties
     schema = next(iter(frames.values())).schema
     columns = stored(schema)
     files = [
-        DeltaFileWriter(storage, "t", key, tuple(columns), {}, None).write(frame)
+        DeltaFileWriter(storage, "t", key, tuple(columns), {}, None).write(frame.lazy())
         for key, frame in frames.items()
     ]
     target = DeltaTarget(storage, "t", partitioned=True)
@@ -116,7 +116,7 @@ def test_values_delta_cannot_hold_exactly_are_refused_never_rounded(tmp_path):
     ]:
         writer = DeltaFileWriter(storage, "t", "k", tuple(stored(frame.schema)), {}, None)
         with pytest.raises(ValueError, match=hint):
-            writer.write(frame)
+            writer.write(frame.lazy())
     assert not list(tmp_path.rglob("*.parquet"))
 
 
@@ -166,7 +166,7 @@ def test_statistics_delta_rs_reads_back_bound_every_value_of_the_file(tmp_path_f
 def test_timestamp_bounds_are_milliseconds_rounded_outwards():
     frame = pl.DataFrame({"ts": [dt.datetime(2024, 1, 5, 10, 0, 0, 123456)]})
 
-    stats = json.loads(file_stats(frame))
+    stats = json.loads(file_stats(frame.lazy()))
 
     assert stats["minValues"] == {"ts": "2024-01-05 10:00:00.123"}
     assert stats["maxValues"] == {"ts": "2024-01-05 10:00:00.124"}
@@ -275,7 +275,7 @@ def test_delta_rs_own_retries_would_duplicate_a_new_partition_written_twice_at_o
     for table, rows in ((first, 2), (second, 3)):
         frame = day("2024-01-02", rows)
         file = DeltaFileWriter(storage, "t", "2024-01-02", tuple(stored(frame.schema)), {}, None)
-        written = file.write(frame)
+        written = file.write(frame.lazy())
         add = AddAction(written.path, written.bytes, dict(written.partition_values),
                         written.modified_ms, True, written.stats)  # fmt: skip
         table.create_write_transaction(

@@ -21,7 +21,8 @@ from polars.testing import assert_frame_equal
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
 from piot_dagster.dagster.reading import Part, Wanted, load, scan
 from piot_dagster.errors import StorageError
-from piot_dagster.storage import open_storage
+from piot_dagster.storage import PartitionWriter, open_storage
+from piot_dagster.storage.object_store import PART_BYTES
 from tests.partitioned_prices import (
     FIRST,
     backfill,
@@ -198,9 +199,42 @@ WRITER = textwrap.dedent(
     frame = pl.DataFrame({"version": [rows] * rows})
     writer = PartitionWriter(open_storage(base_dir, options), "asset/2024-01-01.parquet", None)
     for _ in range(25):
-        writer.write(frame)
+        writer.write(frame.lazy())
     """
 )
+
+
+def test_a_large_partition_goes_up_in_parts_and_a_stopped_upload_is_aborted(s3_endpoint):
+    import boto3
+
+    from tests.servers import S3_KEY_ID, S3_SECRET, new_bucket, s3_options
+
+    bucket = new_bucket(s3_endpoint)
+    storage = open_storage(f"s3://{bucket}/lake", s3_options(s3_endpoint))
+    # Hashes do not compress: about 24 MB of Parquet, three parts.
+    frame = pl.select(v=pl.int_range(3_000_000).hash(7))
+    writer = PartitionWriter(storage, "asset/2024-01-01.parquet", None)
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=S3_KEY_ID,
+        aws_secret_access_key=S3_SECRET,
+        region_name="us-east-1",
+    )
+
+    assert writer.write(frame.lazy(), proceed=lambda: False) is None
+    assert object_keys(f"s3://{bucket}/lake", s3_options(s3_endpoint)) == []
+    assert "Uploads" not in client.list_multipart_uploads(Bucket=bucket), "aborted"
+
+    written = writer.write(frame.lazy())
+    assert written is not None
+    assert written.bytes > 2 * PART_BYTES
+    head = client.head_object(Bucket=bucket, Key="lake/asset/2024-01-01.parquet")
+    assert head["ContentLength"] == written.bytes
+    assert head["ETag"].strip('"').endswith("-3"), "three parts"
+    assert_frame_equal(pl.read_parquet(written.uri, storage_options=s3_options(s3_endpoint)), frame)
+    assert "Uploads" not in client.list_multipart_uploads(Bucket=bucket)
+    assert not storage.spool(writer.key, writer.token).exists(), "the spooled file is gone"
 
 
 def test_concurrent_writers_of_one_object_never_give_a_reader_a_mixed_version(s3_endpoint):

@@ -40,7 +40,7 @@ WRITER = textwrap.dedent(
     base_dir, key, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
     frame = pl.DataFrame({"version": [rows] * rows})
     for _ in range(40):
-        PartitionWriter(open_storage(base_dir), key, None).write(frame)
+        PartitionWriter(open_storage(base_dir), key, None).write(frame.lazy())
     """
 )
 
@@ -321,7 +321,7 @@ def slow_env(tmp_path: Path, ray_cluster: None) -> dict[str, str]:
     earlier = slow_location.prices(1)
     for (day,), rows in earlier.group_by(pl.col("ts").dt.date()):
         key = f"slow_prices/{day}.parquet"
-        PartitionWriter(open_storage(tmp_path / "assets"), key, "ts").write(rows)
+        PartitionWriter(open_storage(tmp_path / "assets"), key, "ts").write(rows.lazy())
     return {
         **os.environ,
         "PIOT_ASSET_DIR": str(tmp_path / "assets"),

@@ -61,11 +61,12 @@ _FEASIBLE_CHECK_S = 2.0
 
 
 class Writer(Protocol):
-    """Where a writing task stores its period's frame (the storage layer's
-    ``PartitionWriter``); what ``write`` returns travels back to the driver."""
+    """Where a writing task stores its period's rows (the storage layer's
+    ``PartitionWriter``), streaming them from the query; what ``write`` returns travels
+    back to the driver. ``sql`` fills with the statements the query's sources send."""
 
     def write(
-        self, frame: pl.DataFrame, sql: Sequence[str], *, proceed: Callable[[], bool]
+        self, query: pl.LazyFrame, sql: Sequence[str], *, proceed: Callable[[], bool]
     ) -> Any | None: ...
 
     def discard(self) -> None: ...
@@ -162,9 +163,11 @@ def _run_period(
     if task.columns is not None:
         query = query.select(task.columns)
     if task.write is not None:
+        # The writer streams the rows to storage: the period is never held whole here.
         with recorded_statements() as statements:
-            frame = query.collect()
-        written = task.write.write(frame, statements, proceed=lambda: not stop.is_set(fresh=True))
+            written = task.write.write(
+                query, statements, proceed=lambda: not stop.is_set(fresh=True)
+            )
         return None if written is None else (written, time.perf_counter() - started, node)
     frame = query.collect()
     # Stopped meanwhile: nobody reads this result, and a large frame would stay in the

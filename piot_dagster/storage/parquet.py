@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import polars as pl
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "sink"]
 
 
-def encode(frame: pl.DataFrame) -> bytes:
-    """``frame`` as a zstd-compressed Parquet file with statistics, so a reader can skip
-    row groups by value."""
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd", statistics=True)
-    return buffer.getvalue()
+def sink(query: pl.LazyFrame, path: Path) -> None:
+    """``query``'s rows streamed into a zstd-compressed Parquet file at ``path``, with
+    statistics so a reader can skip row groups by value. The streaming engine holds a few
+    batches at a time, never the whole result (it falls back to the in-memory engine only
+    for a plan it cannot stream)."""
+    query.sink_parquet(path, compression="zstd", statistics=True, engine="streaming")
 
 
 def decode(data: bytes) -> pl.LazyFrame:

@@ -1,17 +1,19 @@
-"""A partition's write: its frame as Parquet, put atomically where the partition lives."""
+"""A partition's write: its rows streamed into a Parquet file, measured, and put atomically
+where the partition lives, never held in memory whole."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
 from piot_dagster.storage import parquet
 from piot_dagster.storage.base import Storage, Stored
 
-__all__ = ["PartitionWriter", "WrittenFile", "describe"]
+__all__ = ["PartitionWriter", "WrittenFile", "measure"]
 
 
 @dataclass(frozen=True)
@@ -57,19 +59,25 @@ class PartitionWriter:
 
     def write(
         self,
-        frame: pl.DataFrame,
+        query: pl.LazyFrame,
         sql: Sequence[str] = (),
         *,
         proceed: Callable[[], bool] = lambda: True,
     ) -> WrittenFile | None:
-        """Store ``frame`` once ``proceed()`` says yes; None, and the old version kept, if
-        it said no."""
-        data = parquet.encode(frame)
-        stored = self.storage.put(self.key, data, token=self.token, proceed=proceed)
+        """Stream ``query``'s rows into the partition's file and store it once ``proceed()``
+        says yes; None, and the old version kept, if it said no. ``sql`` holds the
+        statements its sources sent, once it has run."""
+        spooled = self.storage.spool(self.key, self.token)
+        try:
+            parquet.sink(query, spooled)
+            measured = measure(pl.scan_parquet(spooled), self.date_column, self.window)
+            stored = self.storage.put_file(self.key, spooled, proceed=proceed)
+        finally:
+            spooled.unlink(missing_ok=True)
         if stored is None:
             return None
-        return describe(
-            self.storage, self.key, frame, data, stored, sql, self.date_column, self.window
+        return WrittenFile(
+            uri=self.uri, key=self.key, bytes=stored.size, sql=tuple(sql), stored=stored, **measured
         )
 
     def discard(self) -> None:
@@ -77,33 +85,40 @@ class PartitionWriter:
         self.storage.discard(self.key, self.token)
 
 
-def describe(
-    storage: Storage,
-    key: str,
-    frame: pl.DataFrame,
-    data: bytes,
-    stored: Stored,
-    sql: Sequence[str],
-    date_column: str | None,
-    window: tuple[int, int] | None,
-) -> WrittenFile:
-    """What was written: ``frame`` stored as ``data`` at ``key``, with ``date_column``'s
-    range, nulls and rows outside ``window`` (half-open, in the column's physical unit)."""
-    dates = frame[date_column] if date_column else None
-    outside = None
-    if dates is not None and window is not None:
-        physical = dates.to_physical()
-        outside = int(((physical < window[0]) | (physical >= window[1])).sum())
-    return WrittenFile(
-        uri=storage.uri(key),
-        key=key,
-        rows=frame.height,
-        bytes=len(data),
-        schema=dict(frame.schema),
-        date_min=dates.min() if dates is not None else None,
-        date_max=dates.max() if dates is not None else None,
-        date_nulls=dates.null_count() if dates is not None else None,
-        outside_window=outside,
-        sql=tuple(sql),
-        stored=stored,
+def measure(
+    scan: pl.LazyFrame, date_column: str | None, window: tuple[int, int] | None
+) -> dict[str, Any]:
+    """What a written file holds (``scan`` reads it), as :class:`WrittenFile` reports it:
+    rows and schema, and ``date_column``'s range, nulls and rows outside ``window``
+    (half-open, in the column's physical unit), from one streaming pass over that column
+    alone."""
+    schema = scan.collect_schema()
+    facts: dict[str, Any] = {
+        "schema": dict(schema),
+        "date_min": None,
+        "date_max": None,
+        "date_nulls": None,
+        "outside_window": None,
+    }
+    if date_column is None:
+        facts["rows"] = scan.select(pl.len()).collect().item()
+        return facts
+    dates = pl.col(date_column)
+    physical = dates.to_physical()
+    outside = (
+        ((physical < window[0]) | (physical >= window[1])).sum()
+        if window is not None
+        else pl.lit(None)
     )
+    row = (
+        scan.select(
+            rows=pl.len(),
+            date_min=dates.min(),
+            date_max=dates.max(),
+            date_nulls=dates.null_count(),
+            outside_window=outside,
+        )
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
+    return {**facts, **row}

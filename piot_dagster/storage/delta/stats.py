@@ -21,25 +21,41 @@ _LONGEST_STRING = 64
 _MS = dt.timedelta(milliseconds=1)
 
 
-def file_stats(frame: pl.DataFrame) -> str:
-    """The ``stats`` of an add action for a file holding ``frame`` (in stored dtypes).
+def file_stats(scan: pl.LazyFrame) -> str:
+    """The ``stats`` of an add action for a file read by ``scan`` (in stored dtypes), from
+    one streaming pass: each column's nulls, least and greatest value.
 
     Examples
     --------
-    >>> file_stats(pl.DataFrame({"v": [3, None, 1]}))
+    >>> file_stats(pl.LazyFrame({"v": [3, None, 1]}))
     '{"numRecords":3,"nullCount":{"v":1},"minValues":{"v":1},"maxValues":{"v":3}}'
     """
+    schema = scan.collect_schema()
+    flat = [name for name, dtype in schema.items() if not dtype.is_nested()]
+    aggregates = [pl.len().alias("\0rows")]
+    for i, name in enumerate(flat):
+        values = pl.col(name)
+        # nan_min/nan_max keep a NaN, which then rules the column's bounds out.
+        low, high = (
+            (values.nan_min(), values.nan_max())
+            if schema[name].is_float()
+            else (values.min(), values.max())
+        )
+        aggregates += [
+            values.null_count().alias(f"{i}n"),
+            low.alias(f"{i}l"),
+            high.alias(f"{i}h"),
+        ]
+    found = scan.select(aggregates).collect(engine="streaming")
     nulls: dict[str, int] = {}
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
-    for series in frame.iter_columns():
-        if series.dtype.is_nested():
-            continue
-        nulls[series.name] = series.null_count()
-        bounds = _bounds(series.drop_nulls())
+    for i, name in enumerate(flat):
+        nulls[name] = found[f"{i}n"].item()
+        bounds = _bounds(pl.concat([found[f"{i}l"], found[f"{i}h"]]).drop_nulls())
         if bounds is not None:
-            lows[series.name], highs[series.name] = bounds
-    stats: dict[str, Any] = {"numRecords": frame.height, "nullCount": nulls}
+            lows[name], highs[name] = bounds
+    stats: dict[str, Any] = {"numRecords": found["\0rows"].item(), "nullCount": nulls}
     if lows:
         stats["minValues"] = lows
         stats["maxValues"] = highs
@@ -47,8 +63,8 @@ def file_stats(frame: pl.DataFrame) -> str:
 
 
 def _bounds(values: pl.Series) -> tuple[Any, Any] | None:
-    """The smallest and largest of ``values`` (no nulls) as Delta writes them, or None
-    where no sound bound can be written."""
+    """The smallest and largest of ``values`` (a column's least and greatest, no nulls) as
+    Delta writes them, or None where no sound bound can be written."""
     dtype = values.dtype
     if values.is_empty():
         return None

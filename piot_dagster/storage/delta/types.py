@@ -100,24 +100,34 @@ def _check_plain(name: str, dtype: pl.DataType) -> None:
         _check_plain(name, child)  # type: ignore[arg-type]
 
 
-def to_stored(frame: pl.DataFrame, columns: list[Column]) -> pl.DataFrame:
-    """``frame`` with each column converted as ``columns`` say; a value that would change
-    is a ``ValueError`` naming the column."""
+def to_stored(query: pl.LazyFrame, columns: list[Column]) -> pl.LazyFrame:
+    """``query`` with each column converted as ``columns`` say; a value that would change
+    is a ``ValueError`` naming the column. Only columns that can hold such a value (UInt64,
+    nanosecond timestamps) cost a pass over ``query`` to look for one, streamed."""
+    checks = {}
     for column in columns:
         values = pl.col(column.name)
-        nanoseconds = isinstance(column.dtype, pl.Datetime) and column.dtype.time_unit == "ns"
-        if nanoseconds and frame.select((values.dt.timestamp("ns") % 1000 != 0).any()).item():
-            raise ValueError(
+        if isinstance(column.dtype, pl.Datetime) and column.dtype.time_unit == "ns":
+            checks[column.name] = (
+                (values.dt.timestamp("ns") % 1000 != 0).any(),
                 f"column {column.name!r} holds timestamps with nanoseconds, which Delta "
                 f"Lake (microseconds) cannot keep; round it with .dt.truncate('1us') or "
-                f"cast it to Datetime('us') first"
+                f"cast it to Datetime('us') first",
             )
-        if column.dtype == pl.UInt64 and frame.select((values > 2**63 - 1).any()).item():
-            raise ValueError(
+        elif column.dtype == pl.UInt64:
+            checks[column.name] = (
+                (values > 2**63 - 1).any(),
                 f"column {column.name!r} holds UInt64 values above {2**63 - 1}, which Delta "
-                f"Lake (signed integers only) cannot store; cast it to Decimal(20, 0)"
+                f"Lake (signed integers only) cannot store; cast it to Decimal(20, 0)",
             )
-    return frame.select(_converted(c) for c in columns)
+    if checks:
+        found = query.select(**{name: test for name, (test, _) in checks.items()}).collect(
+            engine="streaming"
+        )
+        for name, (_, message) in checks.items():
+            if found[name].item():
+                raise ValueError(message)
+    return query.select(_converted(c) for c in columns)
 
 
 def _converted(column: Column) -> pl.Expr:

@@ -20,8 +20,14 @@ import polars as pl
 from piot_dagster.storage import parquet
 from piot_dagster.storage.base import Storage
 from piot_dagster.storage.delta.stats import file_stats
-from piot_dagster.storage.delta.types import PARTITION_COLUMN, Column, to_stored
-from piot_dagster.storage.partition_writer import WrittenFile, describe
+from piot_dagster.storage.delta.types import (
+    PARTITION_COLUMN,
+    Column,
+    arrow_schema,
+    restore,
+    to_stored,
+)
+from piot_dagster.storage.partition_writer import WrittenFile, measure
 
 __all__ = ["DeltaFile", "DeltaFileWriter", "partition_folder"]
 
@@ -103,28 +109,39 @@ class DeltaFileWriter:
 
     def write(
         self,
-        frame: pl.DataFrame,
+        query: pl.LazyFrame,
         sql: Sequence[str] = (),
         *,
         proceed: Callable[[], bool] = lambda: True,
     ) -> DeltaFile | None:
-        """Store ``frame`` once ``proceed()`` says yes; None if it said no."""
+        """Stream ``query``'s rows into the data file and store it once ``proceed()`` says
+        yes; None if it said no."""
         if self.added:
-            frame = frame.with_columns(pl.lit(v, pl.String).alias(k) for k, v in self.added.items())
-        physical = to_stored(frame, list(self.columns))
-        data = parquet.encode(physical)
-        stored = self.storage.put(self.key, data, token=self.token, proceed=proceed)
+            query = query.with_columns(pl.lit(v, pl.String).alias(k) for k, v in self.added.items())
+        spooled = self.storage.spool(self.key, self.token)
+        try:
+            parquet.sink(to_stored(query, list(self.columns)), spooled)
+            scan = pl.scan_parquet(spooled)
+            stats = file_stats(scan)
+            # Measured in the frame's own dtypes, as the checks and metadata know them.
+            restored = scan.with_columns(restore(arrow_schema(list(self.columns))))
+            measured = measure(restored, self.date_column, self.window)
+            stored = self.storage.put_file(self.key, spooled, proceed=proceed)
+        finally:
+            spooled.unlink(missing_ok=True)
         if stored is None:
             return None
-        written = describe(
-            self.storage, self.key, frame, data, stored, sql, self.date_column, self.window
-        )
         return DeltaFile(
-            **vars(written),
+            uri=self.storage.uri(self.key),
+            key=self.key,
+            bytes=stored.size,
+            sql=tuple(sql),
+            stored=stored,
+            **measured,
             path=self.name,
             partition_values={} if self.partition is None else {PARTITION_COLUMN: self.partition},
             modified_ms=int(time.time() * 1000),
-            stats=file_stats(physical),
+            stats=stats,
         )
 
     def discard(self) -> None:
