@@ -35,11 +35,24 @@ FAST_HEALTH_CHECKS = {
 
 @dataclass
 class Node:
-    """A second node: its ``ray start --block`` process and the folder private to it."""
+    """A second node: its ``ray start --block`` process and the folder private to it, or
+    the memory cgroup that caps it."""
 
     process: subprocess.Popen
-    private: Path
+    private: Path | None
     resources: dict[str, float]
+    cgroup: Path | None = None
+
+    def oom_kills(self) -> int:
+        """How many of the node's processes its memory cap has killed."""
+        assert self.cgroup is not None
+        control = (self.cgroup / "memory.oom_control").read_text()
+        return int(dict(line.split() for line in control.splitlines()).get("oom_kill", 0))
+
+    def peak_bytes(self) -> int:
+        """The most memory the node's processes held at once."""
+        assert self.cgroup is not None
+        return int((self.cgroup / "memory.max_usage_in_bytes").read_text())
 
     def raylet_pid(self) -> int:
         for pid in _descendants({self.process.pid}):
@@ -93,11 +106,52 @@ class Cluster:
         _wait_for_nodes(self.address, len(self.nodes) + 1)
         return node
 
+    def add_capped_node(self, cap_bytes: int, resources: dict[str, float]) -> Node:
+        """A node inside a memory cgroup of its own, capped at ``cap_bytes``: a child of
+        this process's memory cgroup (cgroup v1), so nothing leaves it. A process of the
+        node over the cap is killed."""
+        cgroup = _memory_cgroup() / f"piot_capped_{os.getpid()}_{len(self.nodes)}"
+        try:
+            cgroup.mkdir()
+            (cgroup / "memory.limit_in_bytes").write_text(str(cap_bytes))
+            (cgroup / "memory.swappiness").write_text("0")
+        except OSError as exc:
+            unavailable(f"a memory-capped node needs a writable cgroup v1 memory hierarchy: {exc}")
+        command = " ".join(
+            [
+                f"echo $$ > {cgroup / 'cgroup.procs'} &&",
+                f"exec {BIN / 'ray'} start --address={self.address} --num-cpus=1",
+                f"--resources='{json.dumps(resources)}' --object-store-memory=200000000",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                "--disable-usage-stats --block",
+            ]
+        )
+        with open(self.log, "a") as out:
+            process = subprocess.Popen(
+                ["sh", "-c", command],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=ENV,
+                preexec_fn=reset_signals,
+            )
+        node = Node(process, None, resources, cgroup)
+        self.nodes.append(node)
+        _wait_for_nodes(self.address, len(self.nodes) + 1)
+        return node
+
     def remove(self, node: Node) -> None:
-        """Stop ``node`` (whatever is left of it) by PID."""
+        """Stop ``node`` (whatever is left of it) by PID, and remove its cgroup."""
         _terminate(_descendants({node.process.pid}))
         node.process.wait(timeout=30)
         self.nodes.remove(node)
+        if node.cgroup is not None:
+            # Emptied by the kills above; the kernel frees it a moment later.
+            deadline = time.monotonic() + 20
+            while node.cgroup.exists() and time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    node.cgroup.rmdir()
+                time.sleep(0.2)
 
     def pids(self) -> set[int]:
         """Every process of this cluster."""
@@ -174,6 +228,16 @@ def _wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
     while len(alive_nodes(address)) < count:
         assert time.monotonic() < deadline, f"the cluster at {address} has fewer than {count} nodes"
         time.sleep(0.5)
+
+
+def _memory_cgroup() -> Path:
+    """This process's own cgroup in the v1 memory hierarchy."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    unavailable("no cgroup v1 memory hierarchy is mounted")
+    raise AssertionError  # unavailable() does not return
 
 
 def _all_pids() -> list[int]:
