@@ -1,0 +1,237 @@
+"""Benchmark the memory a partition needs (issue 29): its rows streamed from the database
+to storage by the IO managers' writer, against a plain streaming pipeline and against the
+collect-and-write of earlier releases, in the same Ray worker setup.
+
+- (a) a Ray worker's peak RSS (``VmHWM``; a fresh worker process for every write) for one
+  partition of 4M, 16M and 48M rows, read from PostgreSQL (whose cache is not in the
+  worker) and from DuckDB (whose cache is);
+- (b) the seconds the same writes take.
+
+Ours is ``PartitionWriter.write`` over ``scan_db(...).filter(window)``, as a partition's Ray
+task runs it. The plain pipeline is the database's own Arrow batches (ADBC's record batch
+reader, DuckDB's ``to_arrow_reader``) fed to a Polars IO source and ``sink_parquet`` with
+the streaming engine. Collect-and-write collects the partition, encodes it as one Parquet
+buffer and writes that, as tasks did before streaming.
+
+    .venv/bin/python benchmarks/bench_memory.py [--runs 3] [--sizes 4,16,48]
+
+Times and peaks are medians of ``--runs`` writes, each in a fresh worker.
+"""
+
+import datetime as dt
+import io
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import ray
+from bench_engine import arguments, start_ray
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import piot_dagster
+from piot_dagster.storage import PartitionWriter, open_storage
+from tests.conftest import POSTGRES_URL
+
+TOTAL = 48_000_000
+JANUARY_S = 2_678_399
+START = dt.datetime(2024, 1, 1)
+COLUMNS = "ts, symbol, price, qty, note"
+# One row every JANUARY_S / TOTAL seconds from midnight on January 1st.
+ROWS_SQL = (
+    f"TIMESTAMP '2024-01-01' + (i * {JANUARY_S}.0 / {TOTAL}) * INTERVAL '1 second' AS ts, "
+    "'SYM' || lpad((i % 20)::text, 2, '0') AS symbol, "
+    "(100 + (i % 997) / 10.0)::float8 AS price, (1 + i % 50)::int8 AS qty, "
+    "substr('abcdefghijklmnopqrstuvwxyz0123456789abcdef', 1 + (i % 7), 32) AS note"
+)
+
+
+def build_postgres(table: str) -> None:
+    import adbc_driver_postgresql.dbapi
+
+    with adbc_driver_postgresql.dbapi.connect(POSTGRES_URL) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(
+            f"CREATE UNLOGGED TABLE {table} AS SELECT {ROWS_SQL} "
+            f"FROM generate_series(0, {TOTAL - 1}) AS i"
+        )
+        cur.execute(f"CREATE INDEX ON {table} (ts)")
+        conn.commit()
+
+
+def drop_postgres(table: str) -> None:
+    import adbc_driver_postgresql.dbapi
+
+    with adbc_driver_postgresql.dbapi.connect(POSTGRES_URL) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.commit()
+
+
+def build_duckdb(path: Path, table: str) -> None:
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} AS SELECT {ROWS_SQL.replace('::float8', '::DOUBLE')} "
+            f"FROM range({TOTAL}) AS r(i)"
+        )
+
+
+def window(rows: int) -> tuple[dt.datetime, dt.datetime]:
+    """The time window holding the table's first ``rows`` rows."""
+    return START, START + dt.timedelta(seconds=rows * JANUARY_S / TOTAL)
+
+
+def peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def ours(connection: str, query: str, start: dt.datetime, end: dt.datetime, out: Path) -> int:
+    lf = piot_dagster.scan_db(query, connection=connection).filter(
+        pl.col("ts").is_between(start, end, closed="left")
+    )
+    written = PartitionWriter(open_storage(out.parent), out.name, "ts").write(lf)
+    assert written is not None
+    return written.rows
+
+
+def batches(connection: str, sql: str) -> Iterator[object]:
+    """The database's own Arrow record batches for ``sql``."""
+    if connection.startswith("duckdb://"):
+        with duckdb.connect(connection.removeprefix("duckdb://"), read_only=True) as conn:
+            yield from conn.sql(sql).to_arrow_reader(1_000_000)
+        return
+    import adbc_driver_postgresql.dbapi
+
+    with adbc_driver_postgresql.dbapi.connect(connection) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        yield from cur.fetch_record_batch()
+
+
+def plain(connection: str, query: str, start: dt.datetime, end: dt.datetime, out: Path) -> int:
+    sql = f"SELECT * FROM ({query}) q WHERE ts >= '{start}' AND ts < '{end}'"
+    schema = pl.from_arrow(next(iter(batches(connection, sql + " LIMIT 0")), None)).schema  # type: ignore[union-attr]
+
+    def source(*_: object) -> Iterator[pl.DataFrame]:
+        for batch in batches(connection, sql):
+            yield pl.from_arrow(batch)  # type: ignore[misc]
+
+    lf = pl.io.plugins.register_io_source(source, schema=schema)
+    lf.sink_parquet(out, engine="streaming")
+    return pl.scan_parquet(out).select(pl.len()).collect().item()
+
+
+def collect_and_write(
+    connection: str, query: str, start: dt.datetime, end: dt.datetime, out: Path
+) -> int:
+    frame = (
+        piot_dagster.scan_db(query, connection=connection)
+        .filter(pl.col("ts").is_between(start, end, closed="left"))
+        .collect()
+    )
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=True)
+    out.write_bytes(buffer.getvalue())
+    return frame.height
+
+
+@ray.remote(max_calls=1)
+def in_a_fresh_worker(write: Callable[..., int], *args: object) -> tuple[float, float, int]:
+    """``write(*args)`` in a worker process of its own: seconds, peak RSS (MB), rows."""
+    started = time.perf_counter()
+    rows = write(*args)
+    return time.perf_counter() - started, peak_mb(), rows
+
+
+@ray.remote(max_calls=1)
+def idle_worker() -> float:
+    """A fresh worker's peak after importing what every write imports."""
+    import duckdb  # noqa: F401
+
+    import piot_dagster  # noqa: F401
+
+    return peak_mb()
+
+
+def measure(
+    write: Callable[..., int], connection: str, query: str, rows: int, runs: int
+) -> tuple[float, float]:
+    seconds, peaks = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "partition.parquet"
+            took, peak, written = ray.get(
+                in_a_fresh_worker.remote(write, connection, query, *window(rows), out)
+            )
+            assert written == rows, (write.__name__, written, rows)
+        seconds.append(took)
+        peaks.append(peak)
+    return statistics.median(seconds), statistics.median(peaks)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="4,16,48", help="partition sizes, millions of rows")
+    args = arguments(parser, rows=False)
+    sizes = [int(s) * 1_000_000 for s in args.sizes.split(",")]
+    start_ray()
+    table = "piot_bench_memory"
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        build_postgres(table)
+        duck = Path(folder) / "trades.duckdb"
+        build_duckdb(duck, table)
+        print(
+            f"built {TOTAL:,} rows in PostgreSQL and DuckDB in "
+            f"{time.perf_counter() - started:.0f} s"
+        )
+        idle = statistics.median(ray.get([idle_worker.remote() for _ in range(3)]))
+        print(f"a fresh worker's peak after its imports: {idle:,.0f} MB\n")
+        query = f"SELECT {COLUMNS} FROM {table}"
+        try:
+            for database, connection in (
+                ("PostgreSQL", POSTGRES_URL),
+                ("DuckDB", f"duckdb://{duck}"),
+            ):
+                print(f"{database}: worker peak RSS (MB) and seconds, medians of {args.runs}")
+                print(
+                    f"{'rows':>6}  {'ours':>12}  {'plain':>12}  {'collect':>12}  "
+                    "ours/plain  ours/collect (s)"
+                )
+                ours_peaks = {}
+                for rows in sizes:
+                    got = {
+                        write.__name__: measure(write, connection, query, rows, args.runs)
+                        for write in (ours, plain, collect_and_write)
+                    }
+                    (s_o, p_o), (s_p, p_p), (s_c, p_c) = (
+                        got["ours"],
+                        got["plain"],
+                        got["collect_and_write"],
+                    )
+                    ours_peaks[rows] = p_o
+                    print(
+                        f"{rows // 1_000_000:>5}M  {p_o:>6,.0f} {s_o:>4.1f}s  "
+                        f"{p_p:>6,.0f} {s_p:>4.1f}s  {p_c:>6,.0f} {s_c:>4.1f}s  "
+                        f"{p_o / p_p:>9.2f}x  {s_o / s_c:>11.2f}x"
+                    )
+                if len(ours_peaks) > 1:
+                    low, high = min(ours_peaks), max(ours_peaks)
+                    print(
+                        f"  ours at {high // 1_000_000}M / ours at {low // 1_000_000}M: "
+                        f"{ours_peaks[high] / ours_peaks[low]:.2f}x (flat: near 1)\n"
+                    )
+        finally:
+            drop_postgres(table)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
