@@ -73,7 +73,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_scan_db.py && \
 		../$(PY) bench_dagster.py && ../$(PY) bench_storage.py && ../$(PY) bench_instances.py && \
 		../$(PY) bench_partitions.py && ../$(PY) bench_ui.py && ../$(PY) bench_mysql.py && \
-		../$(PY) bench_delta.py
+		../$(PY) bench_delta.py && ../$(PY) bench_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .dagster data .node .env

@@ -3,19 +3,57 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-__all__ = ["decode", "sink"]
+__all__ = ["SMALL_ROWS", "collected", "decode", "write"]
 
 
-def sink(query: pl.LazyFrame, path: Path) -> None:
-    """``query``'s rows streamed into a zstd-compressed Parquet file at ``path``, with
-    statistics so a reader can skip row groups by value. The streaming engine holds a few
-    batches at a time, never the whole result (it falls back to the in-memory engine only
-    for a plan it cannot stream)."""
-    query.sink_parquet(path, compression="zstd", statistics=True, engine="streaming")
+# A partition of up to this many rows is collected and written in memory: its file's fixed
+# cost is then a third of a streaming sink's (0.7 ms against 2 ms for 96 rows), which a
+# backfill of thousands of small partitions pays thousands of times. Larger ones stream.
+SMALL_ROWS = 100_000
+_OPTIONS: dict[str, Any] = {"compression": "zstd", "statistics": True}
+
+
+def write(query: pl.LazyFrame, path: Path) -> pl.DataFrame | pl.LazyFrame:
+    """``query``'s rows as a zstd-compressed Parquet file at ``path``, with statistics so
+    a reader can skip row groups by value; what was written, to measure: the rows
+    themselves if they were few, else a scan of the file.
+
+    The query runs on the streaming engine, which holds a few batches at a time, never
+    the whole result: its first :data:`SMALL_ROWS` rows decide, and a larger result
+    goes on batch by batch into the file (the engine falls back to in-memory execution
+    only for a plan it cannot stream).
+    """
+    batches = query.collect_batches(chunk_size=SMALL_ROWS, engine="streaming")
+    first = next(batches, None)
+    if first is None:
+        first = pl.DataFrame(schema=query.collect_schema())
+    second = next(batches, None)
+    if second is None:
+        buffer = io.BytesIO()
+        first.write_parquet(buffer, **_OPTIONS)
+        path.write_bytes(buffer.getbuffer())
+        return first
+
+    def rows(*_: object) -> Iterator[pl.DataFrame]:
+        # Polars takes every row as it comes: nothing to project, filter or cut short.
+        yield first
+        yield second
+        yield from batches
+
+    rest = pl.io.plugins.register_io_source(rows, schema=first.schema)
+    rest.sink_parquet(path, engine="streaming", **_OPTIONS)
+    return pl.scan_parquet(path)
+
+
+def collected(result: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """A query over what :func:`write` returned, run: streamed over a file's scan."""
+    return result.collect(engine="streaming") if isinstance(result, pl.LazyFrame) else result
 
 
 def decode(data: bytes) -> pl.LazyFrame:

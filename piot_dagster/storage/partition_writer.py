@@ -69,8 +69,8 @@ class PartitionWriter:
         statements its sources sent, once it has run."""
         spooled = self.storage.spool(self.key, self.token)
         try:
-            parquet.sink(query, spooled)
-            measured = measure(pl.scan_parquet(spooled), self.date_column, self.window)
+            written = parquet.write(query, spooled)
+            measured = measure(written, self.date_column, self.window)
             stored = self.storage.put_file(self.key, spooled, proceed=proceed)
         finally:
             spooled.unlink(missing_ok=True)
@@ -86,39 +86,32 @@ class PartitionWriter:
 
 
 def measure(
-    scan: pl.LazyFrame, date_column: str | None, window: tuple[int, int] | None
+    written: pl.DataFrame | pl.LazyFrame, date_column: str | None, window: tuple[int, int] | None
 ) -> dict[str, Any]:
-    """What a written file holds (``scan`` reads it), as :class:`WrittenFile` reports it:
-    rows and schema, and ``date_column``'s range, nulls and rows outside ``window``
-    (half-open, in the column's physical unit), from one streaming pass over that column
-    alone."""
-    schema = scan.collect_schema()
-    facts: dict[str, Any] = {
-        "schema": dict(schema),
+    """What a written file holds (its rows, or a scan of it), as :class:`WrittenFile`
+    reports it: rows and schema, and ``date_column``'s range, nulls and rows outside
+    ``window`` (half-open, in the column's physical unit), from one pass over that column
+    alone (streamed, for a scan)."""
+    aggregates: dict[str, pl.Expr] = {"rows": pl.len()}
+    if date_column is not None:
+        dates = pl.col(date_column)
+        physical = dates.to_physical()
+        aggregates |= {
+            "date_min": dates.min(),
+            "date_max": dates.max(),
+            "date_nulls": dates.null_count(),
+            "outside_window": (
+                ((physical < window[0]) | (physical >= window[1])).sum()
+                if window is not None
+                else pl.lit(None)
+            ),
+        }
+    found = parquet.collected(written.select(**aggregates)).row(0, named=True)
+    return {
         "date_min": None,
         "date_max": None,
         "date_nulls": None,
         "outside_window": None,
+        **found,
+        "schema": dict(written.collect_schema()),
     }
-    if date_column is None:
-        facts["rows"] = scan.select(pl.len()).collect().item()
-        return facts
-    dates = pl.col(date_column)
-    physical = dates.to_physical()
-    outside = (
-        ((physical < window[0]) | (physical >= window[1])).sum()
-        if window is not None
-        else pl.lit(None)
-    )
-    row = (
-        scan.select(
-            rows=pl.len(),
-            date_min=dates.min(),
-            date_max=dates.max(),
-            date_nulls=dates.null_count(),
-            outside_window=outside,
-        )
-        .collect(engine="streaming")
-        .row(0, named=True)
-    )
-    return {**facts, **row}

@@ -15,22 +15,25 @@ from typing import Any
 
 import polars as pl
 
+from piot_dagster.storage import parquet
+
 __all__ = ["file_stats"]
 
 _LONGEST_STRING = 64
 _MS = dt.timedelta(milliseconds=1)
 
 
-def file_stats(scan: pl.LazyFrame) -> str:
-    """The ``stats`` of an add action for a file read by ``scan`` (in stored dtypes), from
-    one streaming pass: each column's nulls, least and greatest value.
+def file_stats(written: pl.DataFrame | pl.LazyFrame) -> str:
+    """The ``stats`` of an add action for a file holding ``written`` (its rows, or a scan
+    of it; in stored dtypes), from one pass, streamed over a scan: each column's nulls,
+    least and greatest value.
 
     Examples
     --------
-    >>> file_stats(pl.LazyFrame({"v": [3, None, 1]}))
+    >>> file_stats(pl.DataFrame({"v": [3, None, 1]}))
     '{"numRecords":3,"nullCount":{"v":1},"minValues":{"v":1},"maxValues":{"v":3}}'
     """
-    schema = scan.collect_schema()
+    schema = written.collect_schema()
     flat = [name for name, dtype in schema.items() if not dtype.is_nested()]
     aggregates = [pl.len().alias("\0rows")]
     for i, name in enumerate(flat):
@@ -46,7 +49,7 @@ def file_stats(scan: pl.LazyFrame) -> str:
             low.alias(f"{i}l"),
             high.alias(f"{i}h"),
         ]
-    found = scan.select(aggregates).collect(engine="streaming")
+    found = parquet.collected(written.select(aggregates))
     nulls: dict[str, int] = {}
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}

@@ -120,11 +120,10 @@ class DeltaFileWriter:
             query = query.with_columns(pl.lit(v, pl.String).alias(k) for k, v in self.added.items())
         spooled = self.storage.spool(self.key, self.token)
         try:
-            parquet.sink(to_stored(query, list(self.columns)), spooled)
-            scan = pl.scan_parquet(spooled)
-            stats = file_stats(scan)
+            written = parquet.write(to_stored(query, list(self.columns)), spooled)
+            stats = file_stats(written)
             # Measured in the frame's own dtypes, as the checks and metadata know them.
-            restored = scan.with_columns(restore(arrow_schema(list(self.columns))))
+            restored = written.with_columns(restore(arrow_schema(list(self.columns))))
             measured = measure(restored, self.date_column, self.window)
             stored = self.storage.put_file(self.key, spooled, proceed=proceed)
         finally:
