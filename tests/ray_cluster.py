@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ray
+
 from tests.dagster_server import BIN, free_port, reset_signals
 from tests.servers import unavailable
 
@@ -83,28 +85,11 @@ class Cluster:
         if shutil.which("unshare") is None or os.geteuid() != 0:
             unavailable("a second node needs unshare -m and tmpfs mounts, run as root")
         private.mkdir(parents=True, exist_ok=True)
-        command = " ".join(
-            [
-                f"mount -t tmpfs tmpfs {private} &&",
-                f"exec {BIN / 'ray'} start --address={self.address} --num-cpus=1",
-                f"--resources='{json.dumps(resources)}' --object-store-memory=200000000",
-                f"--dashboard-agent-listen-port={free_port()}",
-                f"--metrics-export-port={free_port()}",
-                "--disable-usage-stats --block",
-            ]
+        start = self._start_node_command(resources)
+        command = ["unshare", "-m", "--propagation", "private", "sh", "-c"]
+        return self._add_node(
+            [*command, f"mount -t tmpfs tmpfs {private} && {start}"], resources, private=private
         )
-        with open(self.log, "a") as out:
-            process = subprocess.Popen(
-                ["unshare", "-m", "--propagation", "private", "sh", "-c", command],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=ENV,
-                preexec_fn=reset_signals,
-            )
-        node = Node(process, private, resources)
-        self.nodes.append(node)
-        _wait_for_nodes(self.address, len(self.nodes) + 1)
-        return node
 
     def add_capped_node(self, cap_bytes: int, resources: dict[str, float]) -> Node:
         """A node inside a memory cgroup of its own, capped at ``cap_bytes``: a child of
@@ -117,9 +102,17 @@ class Cluster:
             (cgroup / "memory.swappiness").write_text("0")
         except OSError as exc:
             unavailable(f"a memory-capped node needs a writable cgroup v1 memory hierarchy: {exc}")
-        command = " ".join(
+        start = self._start_node_command(resources)
+        return self._add_node(
+            ["sh", "-c", f"echo $$ > {cgroup / 'cgroup.procs'} && {start}"],
+            resources,
+            cgroup=cgroup,
+        )
+
+    def _start_node_command(self, resources: dict[str, float]) -> str:
+        """The shell command that makes its process a node of this cluster."""
+        return " ".join(
             [
-                f"echo $$ > {cgroup / 'cgroup.procs'} &&",
                 f"exec {BIN / 'ray'} start --address={self.address} --num-cpus=1",
                 f"--resources='{json.dumps(resources)}' --object-store-memory=200000000",
                 f"--dashboard-agent-listen-port={free_port()}",
@@ -127,15 +120,25 @@ class Cluster:
                 "--disable-usage-stats --block",
             ]
         )
+
+    def _add_node(
+        self,
+        command: list[str],
+        resources: dict[str, float],
+        *,
+        private: Path | None = None,
+        cgroup: Path | None = None,
+    ) -> Node:
+        """The node ``command`` starts, once the cluster has it."""
         with open(self.log, "a") as out:
             process = subprocess.Popen(
-                ["sh", "-c", command],
+                command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=ENV,
                 preexec_fn=reset_signals,
             )
-        node = Node(process, None, resources, cgroup)
+        node = Node(process, private, resources, cgroup)
         self.nodes.append(node)
         _wait_for_nodes(self.address, len(self.nodes) + 1)
         return node
@@ -207,6 +210,18 @@ def ray_cluster(temp_dir: Path) -> Iterator[Cluster]:
     finally:
         cluster.teardown()
         shutil.rmtree(temp_dir / "ray", ignore_errors=True)
+
+
+@contextlib.contextmanager
+def attached_cluster(temp_dir: Path) -> Iterator[Cluster]:
+    """:func:`ray_cluster` for a test module whose runs attach to it: the tests' local Ray
+    session ends first, and the tests after the module start it again."""
+    if ray.is_initialized():
+        ray.shutdown()
+    with ray_cluster(temp_dir) as started:
+        yield started
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def alive_nodes(address: str) -> list[dict]:

@@ -23,7 +23,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-import ray
 from polars.testing import assert_frame_equal
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -41,18 +40,14 @@ from tests.partitioned_prices import (
     object_keys,
     prices,
 )
-from tests.ray_cluster import ENV, Cluster, Node, alive_nodes, ray_cluster
+from tests.ray_cluster import ENV, Cluster, Node, alive_nodes, attached_cluster
 from tests.servers import new_bucket, s3_options
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if ray.is_initialized():
-        ray.shutdown()
-    with ray_cluster(tmp_path_factory.mktemp("cluster")) as started:
+    with attached_cluster(tmp_path_factory.mktemp("cluster")) as started:
         yield started
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 @pytest.fixture

@@ -17,11 +17,10 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 import pytest
-import ray
 
 import piot_dagster
 from piot_dagster import RayDeltaIOManager, RayResource, time_partitions
-from tests.ray_cluster import Cluster, Node, ray_cluster
+from tests.ray_cluster import Cluster, Node, attached_cluster
 
 CAP = 2**30
 # 48M rows of (ts, symbol, price, qty, note): 8 + 9 + 8 + 8 + 36 bytes a row in Arrow
@@ -33,12 +32,8 @@ ON_THE_CAPPED_NODE = {"resources": {"capped": 1}}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if ray.is_initialized():
-        ray.shutdown()
-    with ray_cluster(tmp_path_factory.mktemp("cap")) as started:
+    with attached_cluster(tmp_path_factory.mktemp("cap")) as started:
         yield started
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 @pytest.fixture

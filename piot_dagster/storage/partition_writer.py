@@ -6,14 +6,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import polars as pl
 
 from piot_dagster.storage import parquet
 from piot_dagster.storage.base import Storage, Stored
 
-__all__ = ["PartitionWriter", "WrittenFile", "measure"]
+__all__ = ["PartitionWriter", "WrittenFile", "measure", "put_rows"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,28 @@ class WrittenFile:
     outside_window: int | None
     sql: tuple[str, ...]
     stored: Stored
+
+    @classmethod
+    def of(
+        cls,
+        storage: Storage,
+        key: str,
+        stored: Stored,
+        sql: Sequence[str],
+        measured: dict[str, Any],
+        **more: Any,
+    ) -> Self:
+        """What was ``stored`` at ``key``, as ``measure`` found it (and a subclass's
+        ``more``)."""
+        return cls(
+            uri=storage.uri(key),
+            key=key,
+            bytes=stored.size,
+            sql=tuple(sql),
+            stored=stored,
+            **measured,
+            **more,
+        )
 
 
 @dataclass(frozen=True)
@@ -67,22 +91,43 @@ class PartitionWriter:
         """Stream ``query``'s rows into the partition's file and store it once ``proceed()``
         says yes; None, and the old version kept, if it said no. ``sql`` holds the
         statements its sources sent, once it has run."""
-        spooled = self.storage.spool(self.key, self.token)
-        try:
-            written = parquet.write(query, spooled)
-            measured = measure(written, self.date_column, self.window)
-            stored = self.storage.put_file(self.key, spooled, proceed=proceed)
-        finally:
-            spooled.unlink(missing_ok=True)
-        if stored is None:
-            return None
-        return WrittenFile(
-            uri=self.uri, key=self.key, bytes=stored.size, sql=tuple(sql), stored=stored, **measured
+        done = put_rows(
+            self.storage,
+            self.key,
+            self.token,
+            query,
+            proceed=proceed,
+            inspect=lambda written: measure(written, self.date_column, self.window),
         )
+        if done is None:
+            return None
+        stored, measured = done
+        return WrittenFile.of(self.storage, self.key, stored, sql, measured)
 
     def discard(self) -> None:
         """Remove whatever an unfinished write left behind."""
         self.storage.discard(self.key, self.token)
+
+
+def put_rows(
+    storage: Storage,
+    key: str,
+    token: str,
+    query: pl.LazyFrame,
+    *,
+    proceed: Callable[[], bool],
+    inspect: Callable[[pl.DataFrame | pl.LazyFrame], T],
+) -> tuple[Stored, T] | None:
+    """Stream ``query``'s rows into a Parquet file spooled for ``key`` (named by
+    ``token``), ``inspect`` what was written (its rows, or a scan of the file), then put
+    it once ``proceed()`` says yes: what was stored and found, or None if it said no."""
+    spooled = storage.spool(key, token)
+    try:
+        found = inspect(parquet.write(query, spooled))
+        stored = storage.put_file(key, spooled, proceed=proceed)
+    finally:
+        spooled.unlink(missing_ok=True)
+    return None if stored is None else (stored, found)
 
 
 def measure(

@@ -13,11 +13,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import polars as pl
 
-from piot_dagster.storage import parquet
 from piot_dagster.storage.base import Storage
 from piot_dagster.storage.delta.stats import file_stats
 from piot_dagster.storage.delta.types import (
@@ -27,7 +27,7 @@ from piot_dagster.storage.delta.types import (
     restore,
     to_stored,
 )
-from piot_dagster.storage.partition_writer import WrittenFile, measure
+from piot_dagster.storage.partition_writer import WrittenFile, measure, put_rows
 
 __all__ = ["DeltaFile", "DeltaFileWriter", "partition_folder"]
 
@@ -118,25 +118,30 @@ class DeltaFileWriter:
         yes; None if it said no."""
         if self.added:
             query = query.with_columns(pl.lit(v, pl.String).alias(k) for k, v in self.added.items())
-        spooled = self.storage.spool(self.key, self.token)
-        try:
-            written = parquet.write(to_stored(query, list(self.columns)), spooled)
-            stats = file_stats(written)
+        columns = list(self.columns)
+
+        def inspect(written: pl.DataFrame | pl.LazyFrame) -> tuple[str, dict[str, Any]]:
             # Measured in the frame's own dtypes, as the checks and metadata know them.
-            restored = written.with_columns(restore(arrow_schema(list(self.columns))))
-            measured = measure(restored, self.date_column, self.window)
-            stored = self.storage.put_file(self.key, spooled, proceed=proceed)
-        finally:
-            spooled.unlink(missing_ok=True)
-        if stored is None:
+            restored = written.with_columns(restore(arrow_schema(columns)))
+            return file_stats(written), measure(restored, self.date_column, self.window)
+
+        done = put_rows(
+            self.storage,
+            self.key,
+            self.token,
+            to_stored(query, columns),
+            proceed=proceed,
+            inspect=inspect,
+        )
+        if done is None:
             return None
-        return DeltaFile(
-            uri=self.storage.uri(self.key),
-            key=self.key,
-            bytes=stored.size,
-            sql=tuple(sql),
-            stored=stored,
-            **measured,
+        stored, (stats, measured) = done
+        return DeltaFile.of(
+            self.storage,
+            self.key,
+            stored,
+            sql,
+            measured,
             path=self.name,
             partition_values={} if self.partition is None else {PARTITION_COLUMN: self.partition},
             modified_ms=int(time.time() * 1000),
