@@ -14,6 +14,7 @@ the streaming engine. Collect-and-write collects the partition, encodes it as on
 buffer and writes that, as tasks did before streaming.
 
     .venv/bin/python benchmarks/bench_memory.py [--runs 3] [--sizes 4,16,48]
+        [--databases postgresql,duckdb]
 
 Times and peaks are medians of ``--runs`` writes, each in a fresh worker.
 """
@@ -102,8 +103,8 @@ def ours(connection: str, query: str, start: dt.datetime, end: dt.datetime, out:
 
 def batches(connection: str, sql: str) -> Iterator[object]:
     """The database's own Arrow record batches for ``sql``."""
-    if connection.startswith("duckdb://"):
-        with duckdb.connect(connection.removeprefix("duckdb://"), read_only=True) as conn:
+    if connection.startswith("duckdb:///"):
+        with duckdb.connect(connection.removeprefix("duckdb:///"), read_only=True) as conn:
             yield from conn.sql(sql).to_arrow_reader(1_000_000)
         return
     import adbc_driver_postgresql.dbapi
@@ -179,6 +180,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="4,16,48", help="partition sizes, millions of rows")
+    parser.add_argument("--databases", default="postgresql,duckdb", help="which to read from")
     args = arguments(parser, rows=False)
     sizes = [int(s) * 1_000_000 for s in args.sizes.split(",")]
     start_ray()
@@ -198,8 +200,10 @@ def main() -> None:
         try:
             for database, connection in (
                 ("PostgreSQL", POSTGRES_URL),
-                ("DuckDB", f"duckdb://{duck}"),
+                ("DuckDB", f"duckdb:///{duck}"),
             ):
+                if database.lower() not in args.databases:
+                    continue
                 print(f"{database}: worker peak RSS (MB) and seconds, medians of {args.runs}")
                 print(
                     f"{'rows':>6}  {'ours':>12}  {'plain':>12}  {'collect':>12}  "
