@@ -14,6 +14,7 @@ import subprocess
 import sys
 import termios
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import ray
+from polars.io.plugins import register_io_source
 from polars.testing import assert_frame_equal
 
 import piot_dagster
@@ -631,3 +633,102 @@ def test_bad_arguments_are_refused_at_the_call_naming_the_argument(kwargs, error
 def test_a_non_lazyframe_is_refused():
     with pytest.raises(TypeError, match="LazyFrame"):
         piot_dagster.execute_on_ray(daily_frame(), date_column="date", time_unit="daily")
+
+
+# 11. Periods larger than a chunk stream back ---------------------------------------------
+
+# 16M rows of (Date, Int64) in January, 192 MB: three chunks of 64 MiB.
+BIG_ROWS = 16_000_000
+
+
+def big_january() -> pl.DataFrame:
+    return pl.DataFrame(
+        {"date": pl.repeat(JAN1, BIG_ROWS, eager=True), "v": pl.int_range(BIG_ROWS, eager=True)}
+    ).vstack(pl.DataFrame({"date": [dt.date(2024, 2, 1)], "v": [-1]}))
+
+
+def test_a_period_larger_than_a_chunk_comes_back_in_chunks_and_equals_polars(tmp_path):
+    from piot_dagster.engine.ray_tasks import PeriodTask, ShippedPlan, run
+
+    frame = big_january()
+    lf = frame.lazy().filter(D.is_between(JAN1, dt.date(2024, 2, 29)))
+    query = lf.piot.execute_on_ray(date_column="date", time_unit="monthly")
+    assert_frame_equal(query.collect(), lf.collect())
+    query.sink_parquet(tmp_path / "out.parquet")
+    assert_frame_equal(pl.read_parquet(tmp_path / "out.parquet"), lf.collect())
+
+    # Seen from the fan-out: January in several chunks, the last marked, February in one.
+    task = PeriodTask(where=D < dt.date(2024, 2, 1), head=None, columns=None, return_as="arrow")
+    january = piot_dagster.engine.periods.Period(JAN1, dt.date(2024, 2, 1), 0, 0)
+    with run(
+        ShippedPlan(frame.lazy()),
+        [(january, task)],
+        column="date",
+        schema=frame.schema,
+        options={},
+        max_concurrency=1,
+    ) as results:
+        got = list(results)
+    assert [r.last for r in got] == [False, False, True]
+    assert sum(r.rows for r in got) == BIG_ROWS
+    assert max(r.frame.estimated_size() for r in got) < 2 * 64 * 2**20
+
+
+def killed_once_past(marker: Path, *, then_shuffle: bool = False) -> pl.LazyFrame:
+    """:func:`big_january` read from a source that kills its worker the first time it
+    passes 12M rows (past two chunks); with ``then_shuffle``, later reads give the rows
+    in reverse, as a database may give them in another order. It yields 100,000-row
+    batches on demand, so Polars' streaming engine runs only a few batches ahead of the
+    rows taken."""
+    target = str(marker)
+    frame = big_january()
+
+    def source(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _: object
+    ) -> Iterator[pl.DataFrame]:
+        import os as _os
+        import time as _time
+
+        killed = _os.path.exists(target)
+        rows = frame.reverse() if killed and then_shuffle else frame
+        for offset in range(0, rows.height, 100_000):
+            batch = rows.slice(offset, 100_000)
+            if offset >= 12_000_000 and not killed:
+                open(target, "w").close()
+                _os._exit(1)
+            if offset >= 6_000_000 and not killed:
+                _time.sleep(0.01)  # the driver takes the first chunk meanwhile
+            if predicate is not None:
+                batch = batch.filter(predicate)
+            yield batch if with_columns is None else batch.select(with_columns)
+
+    return register_io_source(source, schema=frame.schema)
+
+
+def test_a_worker_killed_mid_stream_is_retried_and_goes_on_after_the_rows_handed_on(
+    tmp_path, caplog
+):
+    lf = killed_once_past(tmp_path / "killed")
+    window = D.is_between(JAN1, dt.date(2024, 2, 29))
+    with caplog.at_level(logging.WARNING, logger="piot_dagster"):
+        got = lf.filter(window).piot.execute_on_ray(date_column="date", time_unit="monthly")
+        got = got.collect()
+    assert (tmp_path / "killed").exists()
+    assert_frame_equal(got, big_january().filter(window))
+    log = caplog.text
+    retried = re.search(
+        r"retrying the task of period 2024-01-01 → 2024-02-01 after (\d+)", caplog.text
+    )
+    assert retried is not None, log
+    assert int(retried.group(1)) > 0, "the first attempt handed rows on before it was killed"
+
+
+def test_a_retry_whose_first_rows_differ_fails_naming_the_period_instead_of_mixing(tmp_path):
+    lf = killed_once_past(tmp_path / "killed", then_shuffle=True)
+    query = lf.filter(D.is_between(JAN1, dt.date(2024, 2, 29))).piot.execute_on_ray(
+        date_column="date", time_unit="monthly"
+    )
+    with pytest.raises(piot_dagster.PeriodExecutionError, match="no fixed order") as info:
+        query.collect()
+    assert info.value.period == "2024-01-01 → 2024-02-01"
+    assert "ORDER BY" in str(info.value)

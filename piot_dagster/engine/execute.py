@@ -63,7 +63,12 @@ def execute_on_ray(
     remote_options
         Passed to each Ray task's ``.options(...)``, e.g. ``{"num_cpus": 2}``.
     max_concurrency
-        The most tasks in flight at once; it also bounds the results held by the driver.
+        The most tasks in flight at once. Each sends its rows back as they come, in
+        chunks of about 64 MiB, and pauses while two of them wait unread: finished but
+        unread results never take more than ``max_concurrency * 2`` chunks of Ray's
+        object store, and the driver reads one chunk at a time, in period order. So
+        ``.sink_parquet(...)`` (or ``collect_batches()``) of the result holds a few
+        chunks, however large the periods; ``collect()`` holds the result.
 
     Raises
     ------
@@ -212,7 +217,8 @@ class _PeriodSource:
             ) as progress,
         ):
             for result in results:
-                progress.update()
+                if result.last:
+                    progress.update()
                 frame = result.frame
                 assert frame is not None
                 if remaining is not None:

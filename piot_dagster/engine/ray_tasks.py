@@ -15,17 +15,19 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import polars as pl
 import ray
 import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from piot_dagster.engine.chunks import UNREAD_CHUNKS, Handed, ReplayMismatch, chunks
 from piot_dagster.engine.interrupts import POLL_S, Interrupts, deferred_interrupts
 from piot_dagster.engine.periods import Period
 from piot_dagster.engine.rebuild import Detached, detach
@@ -97,13 +99,15 @@ class Node:
 
 @dataclass(frozen=True)
 class PeriodResult:
-    """A finished period: its frame, or what its writer reported, and where it ran."""
+    """A finished period (what its writer reported), or a chunk of a reading period's
+    rows (``last`` for its final one), with where it ran and its seconds so far."""
 
     period: Period
     frame: pl.DataFrame | None
     written: Any | None
     seconds: float
     node: Node
+    last: bool = True
 
     @property
     def rows(self) -> int:
@@ -148,33 +152,113 @@ def _cached_plan(ref: ray.ObjectRef) -> pl.LazyFrame:
     return plan
 
 
-@ray.remote
-def _run_period(
-    plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
-) -> tuple[Any, float, Node] | None:
-    """The period's result, seconds and node, or None if the fan-out was stopped."""
-    if stop.is_set():
-        return None
-    started = time.perf_counter()
-    node = Node(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
+def _query(plan_box: list[ray.ObjectRef], task: PeriodTask) -> pl.LazyFrame:
     query = _cached_plan(plan_box[0]).filter(task.where)
     if task.head is not None:
         query = query.head(task.head)
-    if task.columns is not None:
-        query = query.select(task.columns)
-    if task.write is not None:
-        # The writer streams the rows to storage: the period is never held whole here.
-        with recorded_statements() as statements:
-            written = task.write.write(
-                query, statements, proceed=lambda: not stop.is_set(fresh=True)
-            )
-        return None if written is None else (written, time.perf_counter() - started, node)
-    frame = query.collect()
-    # Stopped meanwhile: nobody reads this result, and a large frame would stay in the
-    # object store until the driver retires the stop flag (stop_flag.sweep).
+    return query if task.columns is None else query.select(task.columns)
+
+
+def _node() -> Node:
+    return Node(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
+
+
+@ray.remote
+def _write_period(
+    plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
+) -> tuple[Any, float, Node] | None:
+    """What the period's writer reported, its seconds and node, or None if the fan-out
+    was stopped."""
     if stop.is_set():
         return None
-    return encode(frame, task.return_as), time.perf_counter() - started, node
+    started = time.perf_counter()
+    assert task.write is not None
+    # The writer streams the rows to storage: the period is never held whole here.
+    with recorded_statements() as statements:
+        written = task.write.write(
+            _query(plan_box, task), statements, proceed=lambda: not stop.is_set(fresh=True)
+        )
+    return None if written is None else (written, time.perf_counter() - started, _node())
+
+
+@ray.remote
+def _read_period(
+    plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
+) -> tuple[Any, float, Node] | str | None:
+    """The period's rows, seconds and node if they fit in one chunk; else :data:`_STREAM`
+    (the period is then run again by :func:`_stream_period`, having read no more than a
+    chunk or two); None if the fan-out was stopped. A plain task costs less than a
+    streaming one (0.7 ms a period here), which thousands of small periods would pay."""
+    if stop.is_set():
+        return None
+    started = time.perf_counter()
+    frame, last = next(chunks(_query(plan_box, task)))
+    if not last:
+        return _STREAM  # dropping the query's batches stops it
+    if stop.is_set():
+        return None
+    return encode(frame, task.return_as), time.perf_counter() - started, _node()
+
+
+@ray.remote
+def _stream_period(
+    plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
+) -> Generator[tuple[Any, float, Node, bool], None, None]:
+    """The period's rows in chunks (:mod:`~piot_dagster.engine.chunks`), each with the
+    seconds so far, the node and whether it is the last; nothing more once the fan-out
+    is stopped (nobody reads it, and it would stay in the object store until the
+    driver retires the stop flag, stop_flag.sweep)."""
+    if stop.is_set():
+        return
+    started = time.perf_counter()
+    node = _node()
+    for frame, last in chunks(_query(plan_box, task)):
+        if stop.is_set():
+            return
+        yield encode(frame, task.return_as), time.perf_counter() - started, node, last
+
+
+# What a reading task returns for a period larger than one chunk.
+_STREAM = "stream"
+# Reading tasks stream, paused while UNREAD_CHUNKS chunks wait, and are retried by the
+# driver (chunks.Handed), never replayed by Ray.
+_STREAMED: Mapping[str, Any] = {
+    "num_returns": "streaming",
+    "_generator_backpressure_num_objects": UNREAD_CHUNKS,
+    "max_retries": 0,
+    "retry_exceptions": False,
+}
+# Failures of the worker or node, which Ray retries up to max_retries; a task's own
+# exception is retried only as retry_exceptions says.
+_SYSTEM_FAILURES = (
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.ObjectLostError,
+    ray.exceptions.OutOfMemoryError,
+    ray.exceptions.LocalRayletDiedError,
+)
+
+Handle: TypeAlias = "ray.ObjectRef | ray.ObjectRefGenerator"
+
+
+@dataclass
+class _InFlight:
+    """A submitted period: its task and the Ray handle of its current attempt."""
+
+    period: Period
+    task: PeriodTask
+    handle: Handle
+    failed: int = 0
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.handle, ray.ObjectRefGenerator)
+
+    @property
+    def done(self) -> ray.ObjectRef:
+        """Ready once the attempt has ended."""
+        handle = self.handle
+        return handle.completed() if isinstance(handle, ray.ObjectRefGenerator) else handle
 
 
 def require_ray() -> None:
@@ -211,7 +295,7 @@ def check_remote_options(remote_options: Mapping[str, Any] | None) -> dict[str, 
             strategy["node_id"], soft=bool(strategy.get("soft", False))
         )
     try:
-        _run_period.options(**options)
+        _write_period.options(**options)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"remote_options is not valid for a Ray task: {exc}") from exc
     return options
@@ -321,14 +405,32 @@ def _results(
 ) -> Generator[PeriodResult, None, None]:
     require_ray()
     sweep()
-    remote = _run_period.options(**options)
+    writing = _write_period.options(**options)
+    reading = _read_period.options(**options)
+    streaming = _stream_period.options(**{**options, **_STREAMED})
     plan_box = [plan.ref()]
     stop = StopFlag()
     queue = iter(work)
-    pending: deque[tuple[Period, PeriodTask, ray.ObjectRef]] = deque()
+    pending: deque[_InFlight] = deque()
+    # Once one period is larger than a chunk, the others are likely to be too: they
+    # stream from the start instead of starting over.
+    large = False
+
+    def start(task: PeriodTask, *, stream: bool = False) -> Handle:
+        if task.write is not None:
+            return writing.remote(plan_box, task, stop)
+        return (streaming if stream or large else reading).remote(plan_box, task, stop)
 
     def submit(period: Period, task: PeriodTask) -> None:
-        pending.append((period, task, remote.remote(plan_box, task, stop)))
+        pending.append(_InFlight(period, task, start(task)))
+
+    def done() -> None:
+        # Popped only once done, so a task whose result an interrupt cut short is stopped
+        # too; the next one goes in only now: max_concurrency in flight.
+        pending.popleft()
+        following = next(queue, None)
+        if following is not None:
+            submit(*following)
 
     feasibility = _Feasibility(options, column, infeasible_timeout_s)
     failures: list[tuple[Period, BaseException]] = []
@@ -337,43 +439,52 @@ def _results(
             for item in islice(queue, max_concurrency):
                 submit(*item)
             while pending:
-                period, task, ref = pending[0]
+                flight = pending[0]
                 try:
-                    payload, seconds, node = _result(ref, feasibility, interrupts)
-                except ray.exceptions.RayError as exc:
-                    payload = None
-                    failures.append((period, exc))
-                    if task.write is not None:
-                        # Every attempt has ended; one killed mid-write left what it wrote.
-                        task.write.discard()
+                    answer = (
+                        None if flight.streamed else _result(flight.handle, feasibility, interrupts)
+                    )
+                    if answer == _STREAM:
+                        large = True
+                        flight.handle = start(flight.task, stream=True)
+                    if flight.streamed:
+                        rows = 0
+                        for frame, seconds, node, last in _streamed(
+                            flight,
+                            partial(start, stream=True),
+                            schema,
+                            options,
+                            feasibility,
+                            interrupts,
+                        ):
+                            rows += frame.height
+                            if last:
+                                done()
+                                _log(flight.period, column, rows, seconds)
+                            yield PeriodResult(flight.period, frame, None, seconds, node, last)
+                        continue
+                except (ray.exceptions.RayError, ReplayMismatch) as exc:
+                    failures.append((flight.period, exc))
+                    if flight.task.write is None or not keep_going:
+                        raise _failure(column, failures) from exc
+                    # Every attempt has ended; one killed mid-write left what it wrote.
+                    flight.task.write.discard()
+                    done()
+                    continue
                 except Unschedulable as exc:
-                    stranded = [p for p, _, _ in pending] + [p for p, _ in queue]
+                    stranded = [f.period for f in pending] + [p for p, _ in queue]
                     failures.extend((p, exc) for p in stranded)
                     raise _failure(column, failures) from None
-                # Popped only now, so a task whose result an interrupt cut short is stopped too.
-                pending.popleft()
-                if failures and not keep_going:
-                    raise _failure(column, failures) from failures[0][1]
-                # The next task goes in only once this one is done: max_concurrency in flight.
-                following = next(queue, None)
-                if following is not None:
-                    submit(*following)
-                if payload is None:
+                done()
+                if answer is None:
                     continue
-                result = (
-                    PeriodResult(period, None, payload, seconds, node)
-                    if task.write is not None
-                    else PeriodResult(
-                        period, decode(payload, task.return_as, schema), None, seconds, node
-                    )
-                )
-                logger.info(
-                    "piot_dagster: period %s of %r: %d rows in %.3f s",
-                    period.label,
-                    column,
-                    result.rows,
-                    seconds,
-                )
+                payload, seconds, node = answer
+                if flight.task.write is None:
+                    frame = decode(payload, flight.task.return_as, schema)
+                    result = PeriodResult(flight.period, frame, None, seconds, node)
+                else:
+                    result = PeriodResult(flight.period, None, payload, seconds, node)
+                _log(flight.period, column, result.rows, seconds)
                 yield result
         except BaseException:
             # Ended early (a head() met), a failed period, or an interrupt (Ctrl-C, SIGTERM, a
@@ -391,8 +502,80 @@ def _results(
         raise _failure(column, failures) from failures[0][1]
 
 
+def _log(period: Period, column: str, rows: int, seconds: float) -> None:
+    logger.info(
+        "piot_dagster: period %s of %r: %d rows in %.3f s", period.label, column, rows, seconds
+    )
+
+
+def _streamed(
+    flight: _InFlight,
+    start: Callable[[PeriodTask], Handle],
+    schema: pl.Schema,
+    options: Mapping[str, Any],
+    feasibility: _Feasibility,
+    interrupts: Interrupts,
+) -> Iterator[tuple[pl.DataFrame, float, Node, bool]]:
+    """A reading task's chunks as they come, retried as Ray would retry the task (see
+    :mod:`~piot_dagster.engine.chunks`); a retry that cannot go on exactly raises
+    :class:`ReplayMismatch`."""
+    handed = Handed()
+    while True:
+        try:
+            while True:
+                ref = _next_chunk(flight.handle, feasibility, interrupts)
+                if ref is None:
+                    return
+                payload, seconds, node, last = ray.get(ref)
+                frame = handed.onward(decode(payload, flight.task.return_as, schema), last)
+                yield frame, seconds, node, last
+                if last:
+                    return
+        except ray.exceptions.RayError as exc:
+            if not _retried(exc, options, flight.failed):
+                raise
+            flight.failed += 1
+            logger.warning(
+                "piot_dagster: retrying the task of period %s after %d of its rows were read: %s",
+                flight.period.label,
+                handed.rows,
+                _cause(exc),
+            )
+            handed.retry()
+            flight.handle = start(flight.task)
+
+
+def _retried(exc: ray.exceptions.RayError, options: Mapping[str, Any], failed: int) -> bool:
+    """Whether Ray, with these task options, would retry a task that failed so after
+    ``failed`` earlier failures."""
+    budget = options.get("max_retries", DEFAULT_REMOTE_OPTIONS["max_retries"])
+    if budget != -1 and failed >= budget:
+        return False
+    if isinstance(exc, _SYSTEM_FAILURES):
+        return True
+    if not isinstance(exc, ray.exceptions.RayTaskError):
+        return False
+    retry = options.get("retry_exceptions", False)
+    if isinstance(retry, (list, tuple)):
+        return isinstance(exc.cause, tuple(retry))
+    return bool(retry)
+
+
+def _next_chunk(
+    handle: ray.ObjectRefGenerator, feasibility: _Feasibility, interrupts: Interrupts
+) -> ray.ObjectRef | None:
+    """The reference of the generator's next chunk once it is ready, None at its end;
+    raising meanwhile an interrupt, and watching that some alive node can run it."""
+    while True:
+        interrupts.check()
+        ready, _ = ray.wait([handle], timeout=POLL_S, fetch_local=False)
+        if ready:
+            return next(handle, None)
+        feasibility.check()
+
+
 def _stop(
-    pending: deque[tuple[Period, PeriodTask, ray.ObjectRef]],
+    pending: deque[_InFlight],
     stop: StopFlag,
     column: str,
     *,
@@ -405,14 +588,14 @@ def _stop(
     if not pending:
         return
     stop.set()
-    refs = [ref for _, _, ref in pending]
-    targets = [task.write for _, task, _ in pending if task.write is not None]
+    refs = [flight.done for flight in pending]
+    targets = [flight.task.write for flight in pending if flight.task.write is not None]
     logger.log(
         logging.DEBUG if expected and not targets else logging.WARNING,
         "piot_dagster: stopped the Ray tasks of %d period(s) of %r: %s",
         len(pending),
         column,
-        listing([period.label for period, _, _ in pending], limit=5),
+        listing([flight.period.label for flight in pending], limit=5),
     )
     try:
         if targets and wait:
@@ -457,11 +640,9 @@ class Unschedulable(Exception):
     """No alive node offers what the fan-out's tasks ask for, for too long."""
 
 
-def _result(
-    ref: ray.ObjectRef, feasibility: _Feasibility, interrupts: Interrupts
-) -> tuple[Any, float, Node]:
-    """The task's result, raising meanwhile an interrupt, and watching that some alive
-    node can run the task."""
+def _result(ref: ray.ObjectRef, feasibility: _Feasibility, interrupts: Interrupts) -> Any:
+    """A plain task's result, raising meanwhile an interrupt,
+    and watching that some alive node can run the task."""
     while True:
         interrupts.check()
         try:
