@@ -22,7 +22,7 @@ import pytest
 import ray
 
 import piot_dagster
-from piot_dagster import RayDeltaIOManager, RayResource, time_partitions
+from piot_dagster import PeriodExecutionError, RayDeltaIOManager, RayResource, time_partitions
 from tests.ray_cluster import Cluster, Node, attached_cluster
 
 CAP = 2**30
@@ -205,3 +205,38 @@ def test_a_stored_month_larger_than_the_workers_memory_reads_back_lazily_under_a
         f"{io_manager_class.__name__}: the reading worker peaked at {got['rss'] / 2**20:.0f} "
         f"MiB, the capped node at {capped.peak_bytes() / 2**20:.0f} MiB"
     )
+
+
+def hog(stamps: pl.Series) -> pl.Series:
+    """How many bytes were written to for each of ``stamps``: 2 GiB, more than the capped
+    node may hold."""
+    held = b"\x01" * (2 * 2**30)
+    return pl.Series([len(held)] * len(stamps), dtype=pl.Int64)
+
+
+def test_a_task_the_cap_kills_is_reported_out_of_memory_naming_its_period_node_and_cap(
+    cluster, capped, driver
+):
+    january = pl.col("ts").is_between(
+        dt.datetime(2024, 1, 1), dt.datetime(2024, 2, 1), closed="left"
+    )
+    query = piot_dagster.execute_on_ray(
+        pl.LazyFrame({"ts": [dt.datetime(2024, 1, 15)]})
+        .filter(january)
+        .with_columns(held=pl.col("ts").map_batches(hog, return_dtype=pl.Int64)),
+        date_column="ts",
+        time_unit="monthly",
+        remote_options={**ON_THE_CAPPED_NODE, "max_retries": 0},
+    )
+    (node,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and "capped" in n["Resources"]]
+
+    with pytest.raises(PeriodExecutionError) as failed:
+        query.collect()
+
+    message = str(failed.value)
+    assert capped.oom_kills() >= 1
+    assert f"period {failed.value.period}: out of memory" in message
+    assert f"node {node[:12]}" in message
+    assert "capped at 1.0 GiB" in message
+    assert 'remote_options={"memory": <bytes>}' in message
+    assert "smaller periods" in message
