@@ -56,6 +56,11 @@ class Node:
         assert self.cgroup is not None
         return int((self.cgroup / "memory.max_usage_in_bytes").read_text())
 
+    def reset_peak(self) -> None:
+        """Start :meth:`peak_bytes` over from what the node holds now."""
+        assert self.cgroup is not None
+        (self.cgroup / "memory.max_usage_in_bytes").write_text("0")
+
     def raylet_pid(self) -> int:
         for pid in _descendants({self.process.pid}):
             if "raylet/raylet" in cmdline(pid):

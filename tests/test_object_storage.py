@@ -263,6 +263,40 @@ def test_concurrent_writers_of_one_object_never_give_a_reader_a_mixed_version(s3
     assert object_keys(base_dir, options) == ["asset/2024-01-01.parquet"]
 
 
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_large_partition_is_read_from_a_snapshot_that_a_replacement_meanwhile_leaves_whole(
+    where, request, tmp_path
+):
+    from tests.servers import new_bucket, s3_options
+
+    if where == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        storage = open_storage(f"s3://{new_bucket(endpoint)}/lake", s3_options(endpoint))
+    else:
+        storage = open_storage(tmp_path)
+    key = "asset/2024-01-01.parquet"
+    # Hashes do not compress: about 24 MB of Parquet, too large to be read into memory.
+    old = pl.select(v=pl.int_range(3_000_000).hash(7))
+    new = old.select(pl.col("v") + 1)
+    assert PartitionWriter(storage, key, None).write(old.lazy()) is not None
+    (listed,) = storage.list(["asset"]).values()
+    assert listed.stored.size > 2 * PART_BYTES
+    part = Part("2024-01-01", key, size=listed.stored.size, version=listed.stored.version)
+
+    batches = scan(storage, [part], None).collect_batches(chunk_size=100_000)
+    first = next(batches)
+    assert PartitionWriter(storage, key, None).write(new.lazy()) is not None
+
+    assert_frame_equal(pl.concat([first, *batches]), old)
+    (listed,) = storage.list(["asset"]).values()
+    replaced = Part("2024-01-01", key, size=listed.stored.size, version=listed.stored.version)
+    assert_frame_equal(scan(storage, [replaced], None).collect(), new)
+    # A version the listing no longer shows: the current one, whole.
+    assert_frame_equal(scan(storage, [part], None).collect(), new)
+    if where == "folder":
+        assert [p.name for p in (tmp_path / "asset").iterdir()] == ["2024-01-01.parquet"]
+
+
 # Where partitions live ------------------------------------------------------------------
 
 

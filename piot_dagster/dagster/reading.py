@@ -1,10 +1,13 @@
 """Stored partitions as a downstream asset's annotation asks: one lazy scan, one frame,
 or one entry per partition.
 
-Every file or object is read whole in one request (:meth:`Storage.get`) and decoded in
-memory, so a run replacing a partition meanwhile is seen before or after, never mixed.
-The lazy scan is a Polars IO source: a filter on the date column skips, before any
-request, the partitions whose time window it excludes (a partition holds only rows of
+Every file or object is read whole as one version, so a run replacing a partition
+meanwhile is seen before or after, never mixed: a small one fetched into memory in one
+request (:meth:`Storage.get`), a larger one as a snapshot (:meth:`Storage.snapshot`: the
+open file, or an object streamed into a temporary file) that the scan decodes a batch at a
+time, so that a query streaming over many partitions holds a few batches, never a
+partition. The lazy scan is a Polars IO source: a filter on the date column skips, before
+any request, the partitions whose time window it excludes (a partition holds only rows of
 its window); inside each file, Polars decodes only the columns and row groups the query
 needs.
 """
@@ -14,10 +17,11 @@ from __future__ import annotations
 import logging
 import types
 import typing
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -34,19 +38,24 @@ logger = logging.getLogger("piot_dagster")
 
 # Objects fetched ahead of the one being decoded: requests overlap, memory stays bounded.
 _FETCH_AHEAD = 8
+# A file of up to this size is fetched into memory and decoded at once, which is quickest
+# for the many small partitions of a long backfill; a larger one is decoded from a
+# snapshot in batches. At most _FETCH_AHEAD of these are held at once.
+_IN_MEMORY_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
 class Part:
     """One stored partition: its name for the downstream (the partition key), its key in
-    storage, its time window (tz-aware bounds) when it has one, its size if listed, and
-    the keys of its other dimensions, which become columns where the file lacks them (as
-    a Hive reader makes them from the path)."""
+    storage, its time window (tz-aware bounds) when it has one, its size and version if
+    listed, and the keys of its other dimensions, which become columns where the file
+    lacks them (as a Hive reader makes them from the path)."""
 
     name: str
     key: str
     window: tuple[Any, Any] | None = None
     size: int = 0
+    version: str = ""
     values: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -173,32 +182,63 @@ def _window_ns(part: Part, dtype: pl.DataType) -> tuple[int, int] | None:
     return period.start * unit, period.end * unit
 
 
-def _fetched(storage: Storage, parts: Sequence[Part]) -> Iterator[tuple[Part, bytes]]:
-    """Each part's bytes, in order, with up to ``_FETCH_AHEAD`` requests in flight."""
+def _fetched(storage: Storage, parts: Sequence[Part]) -> Iterator[tuple[Part, bytes | BinaryIO]]:
+    """Each part's content, in order, with up to ``_FETCH_AHEAD`` requests in flight: a
+    small file's bytes, a larger one's snapshot, closed once the next part is asked for
+    (or the caller stops)."""
     if not parts:
         return
     with ThreadPoolExecutor(min(_FETCH_AHEAD, len(parts)), "piot-read") as pool:
-        ahead: list[tuple[Part, Future[bytes]]] = []
-        queue = iter(parts)
+        ahead: deque[tuple[Part, Future[bytes | BinaryIO]]] = deque()
         try:
-            for part in queue:
-                ahead.append((part, pool.submit(storage.get, part.key)))
+            for part in parts:
+                ahead.append((part, pool.submit(_fetch, storage, part)))
                 if len(ahead) >= _FETCH_AHEAD:
-                    first, future = ahead.pop(0)
-                    yield first, future.result()
-            for part, future in ahead:
-                yield part, future.result()
+                    yield from _held(*ahead.popleft())
+            while ahead:
+                yield from _held(*ahead.popleft())
         finally:
             for _, future in ahead:
-                future.cancel()
+                if not future.cancel() and future.exception() is None:
+                    _close(future.result())
+
+
+def _fetch(storage: Storage, part: Part) -> bytes | BinaryIO:
+    if part.size <= _IN_MEMORY_BYTES:
+        return storage.get(part.key)
+    return storage.snapshot(part.key, part.version)
+
+
+def _held(part: Part, future: Future[bytes | BinaryIO]) -> Iterator[tuple[Part, bytes | BinaryIO]]:
+    source = future.result()
+    try:
+        yield part, source
+    finally:
+        _close(source)
+
+
+def _close(source: bytes | BinaryIO) -> None:
+    if not isinstance(source, bytes):
+        source.close()
+
+
+def _batches(
+    lf: pl.LazyFrame, source: bytes | BinaryIO, batch_size: int | None
+) -> Iterator[pl.DataFrame]:
+    """``lf``'s rows, at most ``batch_size`` at a time: collected at once from a file in
+    memory, streamed from a snapshot so that a few batches are held, never the
+    partition."""
+    if isinstance(source, bytes):
+        return slices(lf.collect(), batch_size)
+    return lf.collect_batches(chunk_size=batch_size, engine="streaming")
 
 
 def _frames(
     storage: Storage, parts: Sequence[Part], columns: Sequence[str] | None = None
 ) -> Iterator[pl.DataFrame]:
-    for part, data in _fetched(storage, parts):
+    for part, source in _fetched(storage, parts):
         try:
-            yield select_columns(_with_values(parquet.decode(data), part), columns).collect()
+            yield select_columns(_with_values(parquet.decode(source), part), columns).collect()
         except ValueError as exc:
             raise ValueError(f"partition {part.name}: {exc}") from None
 
@@ -244,24 +284,22 @@ class _PartitionSource:
             self.storage.location.uri,
         )
         remaining = n_rows
-        for part, data in _fetched(self.storage, parts):
+        for part, source in _fetched(self.storage, parts):
             if remaining == 0:
                 return
-            lf = self._conformed(_with_values(parquet.decode(data), part), part)
+            lf = self._conformed(_with_values(parquet.decode(source), part), part)
             if remaining is None:
                 if predicate is not None:
                     lf = lf.filter(predicate)
-                frame = (
-                    lf.select(with_columns).collect() if with_columns is not None else lf.collect()
-                )
-            else:
-                frame = lf.head(remaining).collect()
+                if with_columns is not None:
+                    lf = lf.select(with_columns)
+                yield from _batches(lf, source, batch_size)
+                continue
+            for frame in _batches(lf.head(remaining), source, batch_size):
                 remaining -= frame.height
                 if predicate is not None:
                     frame = frame.filter(predicate)
-                if with_columns is not None:
-                    frame = frame.select(with_columns)
-            yield from slices(frame, batch_size)
+                yield frame.select(with_columns) if with_columns is not None else frame
 
     def _conformed(self, lf: pl.LazyFrame, part: Part) -> pl.LazyFrame:
         """``lf`` with exactly the scan's schema: missing columns as nulls, dtypes cast."""

@@ -29,6 +29,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from piot_dagster.engine.chunks import UNREAD_CHUNKS, Handed, ReplayMismatch, chunks
 from piot_dagster.engine.interrupts import POLL_S, Interrupts, deferred_interrupts
+from piot_dagster.engine.memory import MemoryEvidence
 from piot_dagster.engine.periods import Period
 from piot_dagster.engine.rebuild import Detached, detach
 from piot_dagster.engine.statements import recorded_statements
@@ -617,8 +618,9 @@ def _stop(
 def _failure(column: str, failures: list[tuple[Period, BaseException]]) -> PeriodExecutionError:
     # A database outage fails every later period alike: each cause is told once.
     by_cause: dict[str, list[str]] = {}
+    memory = MemoryEvidence()
     for period, exc in failures:
-        by_cause.setdefault(_cause(exc), []).append(period.label)
+        by_cause.setdefault(_cause(exc, memory), []).append(period.label)
     which = "; ".join(
         f"period {listing(labels, limit=5)}: {cause}" for cause, labels in by_cause.items()
     )
@@ -629,7 +631,9 @@ def _failure(column: str, failures: list[tuple[Period, BaseException]]) -> Perio
     )
 
 
-def _cause(exc: BaseException) -> str:
+def _cause(exc: BaseException, memory: MemoryEvidence) -> str:
+    if oom := memory.explain(exc):
+        return oom
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
         return f"{type(cause).__name__}: {cause}"

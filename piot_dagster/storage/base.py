@@ -12,6 +12,7 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -105,6 +106,13 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def get(self, key: str) -> bytes:
         """The whole content of ``key``, from one read: one version, never a mix."""
+
+    @abc.abstractmethod
+    def snapshot(self, key: str, version: str = "") -> BinaryIO:
+        """An open file holding one version of ``key`` whole, which replacing ``key`` later
+        does not change, made without holding it in memory: for a reader that decodes a
+        large partition a batch at a time. ``version`` is the one a listing gave, if known.
+        Nothing of it stays once it is closed."""
 
     @abc.abstractmethod
     def list(self, folders: Sequence[str], *, recursive: bool = False) -> dict[str, Listed]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -65,6 +66,10 @@ class LocalStorage(Storage):
     def get(self, key: str) -> bytes:
         # One open handle: a rename replacing the file meanwhile is not seen.
         return self.path(key).read_bytes()
+
+    def snapshot(self, key: str, version: str = "") -> BinaryIO:
+        # An open file keeps the inode it opened: a rename replacing it is not seen.
+        return open(self.path(key), "rb")
 
     def list(self, folders: Sequence[str], *, recursive: bool = False) -> dict[str, Listed]:
         listed = {}

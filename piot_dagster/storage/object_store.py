@@ -3,9 +3,10 @@ upload, completed at once, for a large one), one GET per read, one listing per f
 
 A PUT, or the completion of a multipart upload, replaces an object atomically, so a
 partition is never seen half-written; a failed or stopped upload is aborted, and a
-failed task leaves nothing a reader sees. Reads fetch each object whole in a single GET: a
-reader that made several ranged GETs (as Polars' own Parquet reader does) could get rows
-of two versions mixed while another run overwrites the object.
+failed task leaves nothing a reader sees. Reads fetch each object whole in a single GET
+(into memory, or streamed into a nameless local file for a large one): a reader that made
+several ranged GETs (as Polars' own Parquet reader does) could get rows of two versions
+mixed while another run overwrites the object.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import obstore
 import polars as pl
@@ -152,6 +153,39 @@ class ObjectStorage(Storage):
             raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
         except Exception as exc:
             raise self.error(exc, "read", key) from None
+
+    def snapshot(self, key: str, version: str = "") -> BinaryIO:
+        """The object streamed from one GET into a temporary file that has no name (it
+        vanishes when closed, or should the process die), :data:`PART_BYTES` at a time."""
+        file = tempfile.TemporaryFile(prefix="piot-read-")  # noqa: SIM115 (returned open)
+        try:
+            self._download(key, version, file)
+        except BaseException:
+            file.close()
+            raise
+        file.seek(0)
+        return file
+
+    def _download(self, key: str, version: str, file: BinaryIO) -> None:
+        """``key`` into ``file`` from one GET, pinned to ``version``: should the client
+        resume a broken download, it cannot splice in another version."""
+        try:
+            try:
+                result = obstore.get(self.store, key, options={"if_match": version or None})
+            except obstore.exceptions.PreconditionError:
+                # Replaced since the listing: the new version, as a later reader gets it.
+                result = obstore.get(self.store, key)
+            for chunk in result.stream(min_chunk_size=PART_BYTES):
+                file.write(memoryview(chunk))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+        except Exception as exc:
+            raise self.error(exc, "read", key) from None
+        if file.tell() != result.meta["size"]:
+            raise StorageError(
+                f"reading {self.uri(key)} ended after {file.tell()} of {result.meta['size']} "
+                f"bytes; try again"
+            )
 
     def list(self, folders: Sequence[str], *, recursive: bool = False) -> dict[str, Listed]:
         prefix = "/".join(folders)

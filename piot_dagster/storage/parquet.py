@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -56,7 +56,7 @@ def collected(result: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     return result.collect(engine="streaming") if isinstance(result, pl.LazyFrame) else result
 
 
-def decode(data: bytes) -> pl.LazyFrame:
-    """A lazy scan over a Parquet file held in memory: a query on it decodes only the
-    columns and row groups it needs."""
-    return pl.scan_parquet(io.BytesIO(data))
+def decode(source: bytes | BinaryIO) -> pl.LazyFrame:
+    """A lazy scan over a Parquet file held in memory or open: a query on it decodes only
+    the columns and row groups it needs."""
+    return pl.scan_parquet(io.BytesIO(source) if isinstance(source, bytes) else source)

@@ -58,6 +58,7 @@ class ParquetFiles(Format):
                 key := self._key(cell),
                 None if cell is None else cell.window,
                 size=listed[key].stored.size if key in listed else 0,
+                version=listed[key].stored.version if key in listed else "",
                 values={} if cell is None else cell.values,
             )
             for cell in cells
