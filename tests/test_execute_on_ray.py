@@ -27,6 +27,7 @@ from polars.io.plugins import register_io_source
 from polars.testing import assert_frame_equal
 
 import piot_dagster
+from piot_dagster.engine.chunks import CHUNK_BYTES
 from piot_dagster.engine.frames import slices
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -637,8 +638,8 @@ def test_a_non_lazyframe_is_refused():
 
 # 11. Periods larger than a chunk stream back ---------------------------------------------
 
-# 16M rows of (Date, Int64) in January, 192 MB: three chunks of 64 MiB.
-BIG_ROWS = 16_000_000
+# 8M rows of (Date, Int64) in January, 96 MB: six chunks of 16 MiB.
+BIG_ROWS = 8_000_000
 
 
 def big_january() -> pl.DataFrame:
@@ -669,14 +670,15 @@ def test_a_period_larger_than_a_chunk_comes_back_in_chunks_and_equals_polars(tmp
         max_concurrency=1,
     ) as results:
         got = list(results)
-    assert [r.last for r in got] == [False, False, True]
+    assert len(got) > 1
+    assert [r.last for r in got] == [False] * (len(got) - 1) + [True]
     assert sum(r.rows for r in got) == BIG_ROWS
-    assert max(r.frame.estimated_size() for r in got) < 2 * 64 * 2**20
+    assert max(r.frame.estimated_size() for r in got) < 2 * CHUNK_BYTES
 
 
 def killed_once_past(marker: Path, *, then_shuffle: bool = False) -> pl.LazyFrame:
     """:func:`big_january` read from a source that kills its worker the first time it
-    passes 12M rows (past two chunks); with ``then_shuffle``, later reads give the rows
+    passes 6M rows (past three chunks); with ``then_shuffle``, later reads give the rows
     in reverse, as a database may give them in another order. It yields 100,000-row
     batches on demand, so Polars' streaming engine runs only a few batches ahead of the
     rows taken."""
@@ -693,10 +695,10 @@ def killed_once_past(marker: Path, *, then_shuffle: bool = False) -> pl.LazyFram
         rows = frame.reverse() if killed and then_shuffle else frame
         for offset in range(0, rows.height, 100_000):
             batch = rows.slice(offset, 100_000)
-            if offset >= 12_000_000 and not killed:
+            if offset >= 6_000_000 and not killed:
                 open(target, "w").close()
                 _os._exit(1)
-            if offset >= 6_000_000 and not killed:
+            if offset >= 3_000_000 and not killed:
                 _time.sleep(0.01)  # the driver takes the first chunk meanwhile
             if predicate is not None:
                 batch = batch.filter(predicate)

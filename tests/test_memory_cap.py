@@ -207,6 +207,30 @@ def test_a_stored_month_larger_than_the_workers_memory_reads_back_lazily_under_a
     )
 
 
+def test_a_month_larger_than_the_workers_memory_streams_back_through_execute_on_ray(
+    capped, driver, big_month, postgres_url, tmp_path
+):
+    table, expected = big_month
+    january = pl.col("ts").is_between(
+        dt.datetime(2024, 1, 1), dt.datetime(2024, 2, 1), closed="left"
+    )
+    query = (
+        piot_dagster.scan_db(
+            f"SELECT ts, symbol, price, qty, note FROM {table}", connection=postgres_url
+        )
+        .filter(january)
+        .piot.execute_on_ray(
+            date_column="ts", time_unit="monthly", remote_options=ON_THE_CAPPED_NODE
+        )
+    )
+
+    query.sink_parquet(tmp_path / "january.parquet")
+
+    assert aggregates(pl.scan_parquet(tmp_path / "january.parquet")) == expected
+    assert capped.oom_kills() == 0, "no process of the capped node was killed"
+    assert capped.peak_bytes() <= CAP
+
+
 def hog(stamps: pl.Series) -> pl.Series:
     """How many bytes were written to for each of ``stamps``: 2 GiB, more than the capped
     node may hold."""

@@ -22,9 +22,10 @@ import polars as pl
 
 __all__ = ["CHUNK_BYTES", "UNREAD_CHUNKS", "Handed", "ReplayMismatch", "chunks"]
 
-# Large enough that a chunk's fixed cost (an object in Ray's store, a decode) is small
-# against its rows; small enough that a worker holding two is far from any node's limit.
-CHUNK_BYTES = 64 * 2**20
+# Large enough that a chunk's fixed cost (an object in Ray's store, a decode: about a
+# millisecond) is small against its rows; small enough that the chunks a streaming task
+# holds, in its heap and in the node's shared memory, stay far below a 1 GiB node's cap.
+CHUNK_BYTES = 16 * 2**20
 UNREAD_CHUNKS = 2
 
 

@@ -631,8 +631,9 @@ def _failure(column: str, failures: list[tuple[Period, BaseException]]) -> Perio
     )
 
 
-def _cause(exc: BaseException, memory: MemoryEvidence) -> str:
-    if oom := memory.explain(exc):
+def _cause(exc: BaseException, memory: MemoryEvidence | None = None) -> str:
+    """``exc``'s first line, or its out-of-memory story if ``memory`` tells one."""
+    if memory is not None and (oom := memory.explain(exc)):
         return oom
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
