@@ -15,7 +15,8 @@ import polars as pl
 
 from piot_dagster.dagster.cells import check_partitions
 from piot_dagster.dagster.checks import partition_checks
-from piot_dagster.dagster.io_manager import RayDeltaIOManager, RayParquetIOManager
+from piot_dagster.dagster.formats.delta import RayDeltaIOManager
+from piot_dagster.dagster.formats.parquet import RayParquetIOManager
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.settings import env_value
 from piot_dagster.dagster.source_table import SourceTable
