@@ -1,5 +1,5 @@
 """What a format's steps hand on: where an asset's partitions are (:class:`Place`) and
-which of them a look found stored (:class:`Listing`).
+which of them are stored (:class:`Listing`).
 
 A format is a subclass of :class:`~piot_dagster.dagster.io_manager.RayIOManager`
 implementing its stateless steps, each given the :class:`Place` and what an earlier step
@@ -36,7 +36,7 @@ class Place:
 
 @dataclass(frozen=True)
 class Listing:
-    """The names (:meth:`Place.name`) of the cells that a look found stored; a format's
-    subclass adds what its ``load`` reads them from."""
+    """The names (:meth:`Place.name`) of the cells found stored; a format's subclass adds
+    what its ``load`` reads them from."""
 
     names: frozenset[str]

@@ -1,8 +1,8 @@
 """Partitions as one Delta table: ``<base_dir>/<asset key path>/``, partitioned by
 ``dagster_partition`` (the Dagster partition key). Each task streams its partition into a
 data file of the table (a :class:`~piot_dagster.storage.delta.DeltaFileWriter`); the run
-commits them in one transaction, which replaces exactly its partitions, and a downstream
-asset reads the table's version that its look found, with ``pl.scan_delta``."""
+commits them in one transaction, which replaces exactly its partitions. A downstream asset
+reads, with ``pl.scan_delta``, the version of the table in which ``present`` found them."""
 
 from __future__ import annotations
 
@@ -166,12 +166,13 @@ class RayDeltaIOManager(RayIOManager):
     # -- reading ----------------------------------------------------------------------
 
     def present(self, place: Place, cells: Sequence[Cell | None]) -> Listing:
-        table = _target(place).open()
+        target = _target(place)
+        table = target.open()
         if table is None:
             return Listing(frozenset())
         names = (place.name(cell) for cell in cells)
         if place.partitioned:
-            held = _target(place).partitions(table)
+            held = target.partitions(table)
             names = (name for name in names if name in held)
         return DeltaListing(frozenset(names), table)
 
@@ -209,7 +210,7 @@ def _schema_mode(place: Place) -> str | None:
 
 
 def _scan(table: DeltaTable) -> pl.LazyFrame:
-    """The table at the version a look found, in the dtypes written."""
+    """The table at the version ``present`` found, in the dtypes written."""
     changed = restore(pa.schema(table.schema().to_arrow()))
     lf = pl.scan_delta(table)
     return lf.with_columns(changed) if changed else lf
