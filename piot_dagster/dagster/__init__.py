@@ -4,7 +4,8 @@ the source table with its refresh sensor, and the whole pattern in one call
 
 from piot_dagster.dagster.checks import partition_checks
 from piot_dagster.dagster.component import PartitionedQuery
-from piot_dagster.dagster.io_manager import RayDeltaIOManager, RayParquetIOManager
+from piot_dagster.dagster.formats.delta import RayDeltaIOManager
+from piot_dagster.dagster.formats.parquet import RayParquetIOManager
 from piot_dagster.dagster.partitioned_query import partitioned_query
 from piot_dagster.dagster.partitions import partition_unit, time_partitions
 from piot_dagster.dagster.ray_resource import RayResource

@@ -26,6 +26,7 @@ import dagster as dg
 from dagster.components.resolved.errors import ResolutionException
 from pydantic import BaseModel
 
+from piot_dagster.dagster.formats.registry import StoredAs
 from piot_dagster.dagster.partitioned_query import check_date_column, partitioned_query
 from piot_dagster.dagster.partitions import time_partitions
 from piot_dagster.dagster.scaffolder import PartitionedQueryScaffolder
@@ -163,7 +164,7 @@ class Output(dg.Resolvable):
     """Where partitions land: Parquet files or a Delta table under ``base_dir`` (default:
     the Dagster instance's storage), with Polars' ``storage_options`` for object stores."""
 
-    format: Literal["parquet", "delta"] = "parquet"
+    format: StoredAs = "parquet"
     base_dir: str | None = None
     storage_options: Annotated[
         dict[str, str | dg.EnvVar] | None,

@@ -1,24 +1,24 @@
-"""The IO managers: each time partition of an asset is one Ray task that filters the
+"""The IO managers' base: each time partition of an asset is one Ray task that filters the
 asset's frame to its window and writes its partition, to a local or shared folder or to
-an object store. ``RayParquetIOManager`` keeps a Parquet file per partition,
-``RayDeltaIOManager`` one Delta table per asset; what differs is a
-:class:`~piot_dagster.dagster.formats.base.Format`, the fan-out is the same."""
+an object store. The fan-out and the reading back are the same for every format; a
+format (``piot_dagster.dagster.formats``) is a subclass implementing a few stateless
+steps: what a task writes with, what a run keeps of what its tasks wrote, and how stored
+partitions are found and read."""
 
+import abc
 import contextlib
 import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from piot_dagster.dagster.cells import Cell, cell_filter, cell_of, check_partitions
-from piot_dagster.dagster.formats.base import Format
-from piot_dagster.dagster.formats.delta import DeltaPartitions
-from piot_dagster.dagster.formats.parquet import ParquetFiles
+from piot_dagster.dagster.formats.base import Listing, Place
 from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
 from piot_dagster.dagster.planned import plan_each, plan_unstored
 from piot_dagster.dagster.progress import Progress
@@ -31,7 +31,7 @@ from piot_dagster.engine.ray_tasks import PeriodResult, PeriodTask, ShippedPlan,
 from piot_dagster.errors import PeriodExecutionError, StorageError, listing
 from piot_dagster.storage import Storage, open_storage
 
-__all__ = ["RayDeltaIOManager", "RayParquetIOManager"]
+__all__ = ["RayIOManager"]
 
 _INT64 = (-(2**63), 2**63 - 1)
 # A non-partitioned asset is one period covering all time.
@@ -39,11 +39,10 @@ _ALL_TIME = Period(dt.date.min, dt.date.max, 0, 0)
 
 
 class RayIOManager(dg.ConfigurableIOManager):
-    """What both IO managers share: their settings, the fan-out that writes every
-    partition of a run in its own Ray task, and reading partitions back. Subclasses name
-    the :class:`~piot_dagster.dagster.formats.base.Format` that keeps the partitions."""
-
-    format_class: ClassVar[type[Format]]
+    """What every format's IO manager shares: the settings, the fan-out that writes every
+    partition of a run in its own Ray task, and reading partitions back. A format
+    implements the abstract steps below; its fields beyond these are its own settings,
+    which an asset's metadata overrides as it does the shared ones."""
 
     ray: dg.ResourceDependency[RayResource]
     base_dir: str | None = Field(
@@ -89,19 +88,19 @@ class RayIOManager(dg.ConfigurableIOManager):
             )
         settings = self._settings(context.definition_metadata, asset)
         with _naming(asset):
-            storage = self._storage(context, settings)
-            storage.check()
+            place = self._place(context, asset, settings)
+            place.storage.check()
+        storage = place.storage
         schema = obj.collect_schema()
         column = settings.date_column
         partitioned = context.has_asset_partitions
-        kept = self._format(storage, context.asset_key.path, asset, partitioned, settings)
         if partitioned:
-            work = self._partition_work(context, asset, schema, settings, kept)
+            plan, work = self._partition_work(context, schema, place)
         else:
             with _naming(asset):
-                kept.prepare(schema, [None])
+                plan = self.prepare(place, schema, [None])
             date_column = column if column in schema else None
-            writer = kept.writer(None, date_column=date_column, window=None)
+            writer = self.writer(place, plan, None, date_column=date_column, window=None)
             work = [(_ALL_TIME, _writing_task(pl.lit(True), writer))]
         cluster = self._lasting_cluster()
         started = dt.datetime.now()
@@ -137,8 +136,8 @@ class RayIOManager(dg.ConfigurableIOManager):
                 # unfinished run. (One finishing while the run stops stays unrecorded.)
                 failed = isinstance(exc, PeriodExecutionError)
                 with _naming(asset):
-                    landed = seen(storage, results) if failed else kept.drop(results)
-                    extra = kept.keep(landed, run_id) if failed else {}
+                    landed = seen(storage, results) if failed else self.drop(place, results)
+                    extra = self.keep(place, plan, landed, run_id) if failed else {}
                 _log_landed(context, landed, key_of, cluster, extra)
                 if failed:
                     raise _partitions_failed(asset, key_of, len(work), exc) from exc
@@ -146,7 +145,7 @@ class RayIOManager(dg.ConfigurableIOManager):
         with _naming(asset):
             lost = {id(r) for r in unseen(storage, results)}
             landed = [r for r in results if id(r) not in lost]
-            extra = kept.keep(landed, run_id)
+            extra = self.keep(place, plan, landed, run_id)
         if lost:
             _log_landed(context, landed, key_of, cluster, extra)
             raise _not_visible(asset, storage, [r for r in results if id(r) in lost], key_of)
@@ -160,13 +159,10 @@ class RayIOManager(dg.ConfigurableIOManager):
         record(context, per_partition, started)
 
     def _partition_work(
-        self,
-        context: dg.OutputContext,
-        asset: str,
-        schema: pl.Schema,
-        settings: Settings,
-        kept: Format,
-    ) -> list[tuple[Period, PeriodTask]]:
+        self, context: dg.OutputContext, schema: pl.Schema, place: Place
+    ) -> tuple[Any, list[tuple[Period, PeriodTask]]]:
+        """The run's write plan, and each partition's period and task."""
+        asset, settings = place.asset, place.settings
         partitions_def = context.asset_partitions_def
         column = settings.date_column
         with _naming(asset):
@@ -186,7 +182,7 @@ class RayIOManager(dg.ConfigurableIOManager):
         cells = [cell_of(partitions_def, key) for key in context.asset_partition_keys]
         others = cell_filter(cells, settings.partition_columns, schema, asset)
         with _naming(asset):
-            kept.prepare(schema, cells)
+            plan = self.prepare(place, schema, cells)
         work = []
         for cell in cells:
             try:
@@ -204,9 +200,11 @@ class RayIOManager(dg.ConfigurableIOManager):
             if others[cell.key] is not None:
                 where = where & others[cell.key]
             with _naming(asset):
-                writer = kept.writer(cell, date_column=column, window=(period.start, period.end))
+                writer = self.writer(
+                    place, plan, cell, date_column=column, window=(period.start, period.end)
+                )
             work.append((period, _writing_task(where, writer)))
-        return work
+        return plan, work
 
     # -- reading ----------------------------------------------------------------------
 
@@ -214,19 +212,17 @@ class RayIOManager(dg.ConfigurableIOManager):
         asset = context.asset_key.to_user_string()
         upstream = context.upstream_output
         settings = self._settings(upstream.definition_metadata if upstream else None, asset)
-        partitioned = context.has_asset_partitions
         with _naming(asset):
-            storage = self._storage(context, settings)
+            place = self._place(context, asset, settings)
             cells: list[Cell | None] = [None]
-            if partitioned:
+            if place.partitioned:
                 partitions_def = context.asset_partitions_def
                 check_partitions(partitions_def)
                 cells = sorted(
                     (cell_of(partitions_def, key) for key in context.asset_partition_keys),
                     key=lambda cell: (cell.window[0], cell.folders),
                 )
-            kept = self._format(storage, context.asset_key.path, asset, partitioned, settings)
-            present = kept.present(cells)
+            found = self.present(place, cells)
         wanted = Wanted.of(context.dagster_type.typing_type)
         if not cells:
             # A mapping can give no upstream partition: a self-dependent asset's first one.
@@ -237,7 +233,7 @@ class RayIOManager(dg.ConfigurableIOManager):
                 f"run; annotate the input `pl.DataFrame | None` (or `pl.LazyFrame | None`, "
                 f"or a dict) to receive None (or an empty dict) then"
             )
-        missing = [kept.name(cell) for cell in cells if kept.name(cell) not in present]
+        missing = [place.name(cell) for cell in cells if place.name(cell) not in found.names]
         if missing:
             if len(missing) == len(cells) and wanted.optional:
                 context.log.info(f"asset {asset}: nothing stored for {listing(missing)}")
@@ -248,32 +244,81 @@ class RayIOManager(dg.ConfigurableIOManager):
             if not allowed or len(missing) == len(cells):
                 raise FileNotFoundError(
                     f"asset {asset}: {len(missing)} partition(s) are not materialized: "
-                    f"{listing(missing)} (looked in {kept.uri}). Materialize them, or set "
+                    f"{listing(missing)} (looked in {self.uri(place)}). Materialize them, or set "
                     f"AssetIn(metadata={{'allow_missing_partitions': True}}), or annotate the "
                     f"input `... | None`"
                 )
             context.log.warning(
                 f"asset {asset}: skipping {len(missing)} missing partition(s): {listing(missing)}"
             )
-            cells = [cell for cell in cells if kept.name(cell) in present]
+            cells = [cell for cell in cells if place.name(cell) in found.names]
         columns = _columns((context.definition_metadata or {}).get("columns"), asset)
         with _naming(asset):
-            return kept.load(cells, wanted, columns)
+            return self.load(place, found, cells, wanted, columns)
+
+    # -- the format's steps -----------------------------------------------------------
+
+    def prepare(self, place: Place, schema: pl.Schema, cells: Sequence[Cell | None]) -> Any:
+        """Check, before any task runs, that the asset's frame (of ``schema``) can be
+        stored for ``cells``: the run's write plan, which :meth:`writer` and :meth:`keep`
+        take. (Most formats need no plan.)"""
+        return None
+
+    @abc.abstractmethod
+    def writer(
+        self,
+        place: Place,
+        plan: Any,
+        cell: Cell | None,
+        *,
+        date_column: str | None,
+        window: tuple[int, int] | None,
+    ) -> Writer:
+        """The streaming writer of the task of ``cell`` (None: the whole unpartitioned
+        asset); it measures ``date_column`` against ``window``, the cell's time window in
+        the column's physical unit."""
+
+    @abc.abstractmethod
+    def keep(
+        self, place: Place, plan: Any, results: Sequence[PeriodResult], run_id: str | None
+    ) -> Mapping[str, Any]:
+        """Make what these tasks of run ``run_id`` wrote its stored partitions (all of
+        them, or those of a failed run that succeeded): Dagster metadata to add to each."""
+
+    @abc.abstractmethod
+    def drop(self, place: Place, results: Sequence[PeriodResult]) -> list[PeriodResult]:
+        """An interrupted run's tasks wrote ``results``: what of them stays stored."""
+
+    @abc.abstractmethod
+    def present(self, place: Place, cells: Sequence[Cell | None]) -> Listing:
+        """Which of ``cells`` are stored: the listing that :meth:`load` reads them by."""
+
+    @abc.abstractmethod
+    def load(
+        self,
+        place: Place,
+        found: Listing,
+        cells: Sequence[Cell | None],
+        wanted: Wanted,
+        columns: Sequence[str] | None,
+    ) -> object:
+        """Stored ``cells`` (at least one, in time order, each in ``found``, which
+        :meth:`present` returned) as ``wanted``: one lazy scan, one frame, or one of
+        either per partition; only ``columns`` if given."""
+
+    def uri(self, place: Place) -> str:
+        """Where the asset's partitions are, for messages."""
+        return place.storage.location.uri
 
     # -- settings ---------------------------------------------------------------------
 
-    def _format(
-        self,
-        storage: Storage,
-        path: Sequence[str],
-        asset: str,
-        partitioned: bool,
-        settings: Settings,
-    ) -> Format:
-        with _naming(asset):
-            return self.format_class(
-                storage, path, asset=asset, partitioned=partitioned, settings=settings
-            )
+    def _place(
+        self, context: dg.OutputContext | dg.InputContext, asset: str, settings: Settings
+    ) -> Place:
+        """Where the asset's partitions are kept, its storage opened."""
+        storage = self._storage(context, settings)
+        path = tuple(context.asset_key.path)
+        return Place(storage, path, asset, context.has_asset_partitions, settings)
 
     def _lasting_cluster(self) -> Cluster | None:
         """The Ray cluster, where it outlives the run (one this run started does not)."""
@@ -283,7 +328,8 @@ class RayIOManager(dg.ConfigurableIOManager):
         return Cluster(address, self.ray.dashboard_url)
 
     def _settings(self, metadata: Mapping[str, Any] | None, asset: str) -> Settings:
-        return resolve(self.model_dump(exclude={"ray"}), metadata, asset)
+        own = sorted(type(self).model_fields.keys() - RayIOManager.model_fields.keys())
+        return resolve(self.model_dump(exclude={"ray"}), metadata, asset, own)
 
     def _storage(self, context: dg.OutputContext | dg.InputContext, settings: Settings) -> Storage:
         base_dir = settings.base_dir
@@ -295,72 +341,6 @@ class RayIOManager(dg.ConfigurableIOManager):
                 )
             base_dir = instance.storage_directory()
         return open_storage(base_dir, settings.storage_options)
-
-
-class RayParquetIOManager(RayIOManager):
-    """Stores time-partitioned Polars assets as one Parquet file per partition, each
-    written by its own Ray task: ``<base_dir>/<asset key path>/<partition key>.parquet``.
-
-    ``base_dir`` is a local or shared folder, or an object-store URI (``s3://``,
-    ``gs://``, ``az://``, ``abfs://``) with ``storage_options`` as Polars' cloud IO takes
-    them (each may be a ``dg.EnvVar``). An asset returns a LazyFrame (typically
-    :func:`piot_dagster.scan_db`) or a DataFrame. For every partition of the run (one, or
-    a whole single-run backfill) a Ray task filters the frame to the partition's
-    half-open time window, collects it and stores the file atomically: a temporary file
-    and a rename on a filesystem, one PUT on an object store. The driver never holds the
-    data; it checks that it sees every file written, so a worker writing to a disk of its
-    own fails the run instead of losing partitions. Assets override ``base_dir``,
-    ``storage_options``, ``date_column``, ``max_concurrency`` and ``remote_options``
-    through their definition metadata.
-
-    A downstream asset receives the upstream partitions of its window in chronological
-    order: as one lazy scan (``pl.LazyFrame``), one frame (``pl.DataFrame`` or no
-    annotation) or one entry per partition (``dict[str, pl.DataFrame | pl.LazyFrame]``).
-    Missing partitions are an error unless the input's metadata sets
-    ``allow_missing_partitions=True``.
-
-    Examples
-    --------
-    >>> RayParquetIOManager(
-    ...     ray=RayResource(address="ray://head:10001"),
-    ...     base_dir="s3://lake/assets",
-    ...     storage_options={
-    ...         "aws_access_key_id": dg.EnvVar("AWS_ACCESS_KEY_ID"),
-    ...         "aws_secret_access_key": dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-    ...         "aws_region": "eu-west-1",
-    ...     },
-    ... )  # doctest: +SKIP
-    """
-
-    format_class: ClassVar[type[Format]] = ParquetFiles
-
-
-class RayDeltaIOManager(RayIOManager):
-    """Stores time-partitioned Polars assets as one Delta Lake table per asset,
-    ``<base_dir>/<asset key path>/``, partitioned by ``dagster_partition`` (the Dagster
-    partition key). Each partition's Ray task writes its own data file; the Dagster
-    process then commits the run's files in one transaction, which replaces exactly the
-    rows of the run's partitions: a 3,650-partition single-run backfill is one commit,
-    and the data never passes through the Dagster process.
-
-    Settings are those of :class:`RayParquetIOManager`, and ``schema_mode="merge"`` (here
-    or in an asset's metadata) lets a run add columns to the table; otherwise a frame
-    whose columns differ from the table's fails before any task runs. A downstream asset
-    receives partitions as from :class:`RayParquetIOManager`, read with
-    ``pl.scan_delta``. Every commit carries the Dagster run id and its partition range
-    (``DeltaTable.history()``).
-
-    Examples
-    --------
-    >>> RayDeltaIOManager(ray=RayResource(), base_dir="s3://lake/tables")  # doctest: +SKIP
-    """
-
-    format_class: ClassVar[type[Format]] = DeltaPartitions
-    schema_mode: str | None = Field(
-        default=None,
-        description="'merge' lets a run add columns to an asset's table (assets may set it "
-        "in their metadata too); unset, the table's schema is fixed.",
-    )
 
 
 def _columns(value: object, asset: str) -> list[str] | None:

@@ -8,14 +8,14 @@ very function, so a YAML definition and a Python one are the same assets.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from piot_dagster.dagster.cells import check_partitions
 from piot_dagster.dagster.checks import partition_checks
-from piot_dagster.dagster.io_manager import RayDeltaIOManager, RayParquetIOManager
+from piot_dagster.dagster.formats.registry import FORMATS, StoredAs
 from piot_dagster.dagster.ray_resource import RayResource
 from piot_dagster.dagster.settings import env_value
 from piot_dagster.dagster.source_table import SourceTable
@@ -24,21 +24,13 @@ from piot_dagster.sql.connection import Connection
 from piot_dagster.sql.dialects import GENERIC
 from piot_dagster.sql.schema import named_columns
 
-__all__ = ["IO_MANAGER_KEYS", "StoredAs", "partitioned_query"]
+__all__ = ["partitioned_query"]
 
-StoredAs = Literal["parquet", "delta"]
-# The resource keys of the IO managers these assets use. One instance of each, shared by
-# every definition this module makes: Dagster merges definitions whose resources under one
-# key are the same object, and refuses two objects, equal or not.
-IO_MANAGER_KEYS: dict[StoredAs, str] = {
-    "parquet": "piot_parquet_io_manager",
-    "delta": "piot_delta_io_manager",
-}
+# One IO manager of each format, shared by every definition this module makes: Dagster
+# merges definitions whose resources under one key are the same object, and refuses two
+# objects, equal or not.
 _RAY = RayResource()
-_IO_MANAGERS = {
-    IO_MANAGER_KEYS["parquet"]: RayParquetIOManager(ray=_RAY),
-    IO_MANAGER_KEYS["delta"]: RayDeltaIOManager(ray=_RAY),
-}
+_IO_MANAGERS = {f.resource_key: f.io_manager(ray=_RAY) for f in FORMATS.values()}
 
 
 def partitioned_query(
@@ -94,8 +86,9 @@ def partitioned_query(
     ... )  # doctest: +SKIP
     """
     where = f"partitioned_query {name!r}"
-    if stored_as not in IO_MANAGER_KEYS:
-        raise ValueError(f"{where}: stored_as must be 'parquet' or 'delta', not {stored_as!r}")
+    if stored_as not in FORMATS:
+        names = " or ".join(map(repr, FORMATS))
+        raise ValueError(f"{where}: stored_as must be {names}, not {stored_as!r}")
     try:
         check_partitions(partitions_def)
     except TypeError as exc:
@@ -132,7 +125,7 @@ def partitioned_query(
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         metadata=metadata,
-        io_manager_key=IO_MANAGER_KEYS[stored_as],
+        io_manager_key=FORMATS[stored_as].resource_key,
         kinds=set(kinds) if kinds is not None else {"polars", "ray", stored_as},
         deps=[
             *(dg.AssetKey.from_user_string(key) for key in deps),

@@ -6,8 +6,8 @@ may be secret must be: a literal value in an asset's metadata would show in the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -24,7 +24,6 @@ OVERRIDABLE = (
     "partition_columns",
     "max_concurrency",
     "remote_options",
-    "schema_mode",
 )
 
 
@@ -37,15 +36,22 @@ class Settings:
     partition_columns: dict[str, str] | None
     max_concurrency: int
     remote_options: dict[str, Any]
-    # RayDeltaIOManager's: whether a run may add columns to the table ("merge").
-    schema_mode: str | None = None
+    # The format's own settings by name, such as RayDeltaIOManager's schema_mode.
+    own: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve(fields: Mapping[str, Any], metadata: Mapping[str, Any] | None, asset: str) -> Settings:
-    """The IO manager's ``fields`` overridden by ``metadata``, checked; errors name
-    ``asset`` and the setting."""
-    overrides = {k: _value(v) for k, v in (metadata or {}).items() if k in OVERRIDABLE}
-    merged = {**{k: fields.get(k) for k in OVERRIDABLE}, **overrides}
+def resolve(
+    fields: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None,
+    asset: str,
+    own: Sequence[str] = (),
+) -> Settings:
+    """The IO manager's ``fields`` overridden by ``metadata``, checked: the shared
+    settings (:data:`OVERRIDABLE`) and the format's ``own``. Errors name ``asset`` and
+    the setting."""
+    names = (*OVERRIDABLE, *own)
+    overrides = {k: _value(v) for k, v in (metadata or {}).items() if k in names}
+    merged = {**{k: fields.get(k) for k in names}, **overrides}
     try:
         options = check_remote_options(merged["remote_options"])
     except (TypeError, ValueError) as exc:
@@ -74,7 +80,7 @@ def resolve(fields: Mapping[str, Any], metadata: Mapping[str, Any] | None, asset
         partition_columns=dict(columns) if columns is not None else None,
         max_concurrency=limit,
         remote_options=options,
-        schema_mode=merged["schema_mode"],
+        own={k: merged[k] for k in own},
     )
 
 

@@ -1,10 +1,6 @@
-"""How an asset's partitions are kept: loose Parquet files
-(:class:`~piot_dagster.dagster.formats.parquet.ParquetFiles`) or one Delta table
-(:class:`~piot_dagster.dagster.formats.delta.DeltaPartitions`), behind one interface
-(:class:`~piot_dagster.dagster.formats.base.Format`)."""
-
-from piot_dagster.dagster.formats.base import Format
-from piot_dagster.dagster.formats.delta import DeltaPartitions
-from piot_dagster.dagster.formats.parquet import ParquetFiles
-
-__all__ = ["DeltaPartitions", "Format", "ParquetFiles"]
+"""The formats an asset's partitions can be kept in, each a module: loose Parquet files
+(:mod:`~piot_dagster.dagster.formats.parquet`) or one Delta table
+(:mod:`~piot_dagster.dagster.formats.delta`), listed by name in
+:mod:`~piot_dagster.dagster.formats.registry`. What their steps hand on is in
+:mod:`~piot_dagster.dagster.formats.base`. Another format (Iceberg, say) is one more module
+and its registry entry."""
