@@ -5,7 +5,11 @@ collect-and-write of earlier releases, in the same Ray worker setup.
 - (a) a Ray worker's peak RSS (``VmHWM``; a fresh worker process for every write) for one
   partition of 4M, 16M and 48M rows, read from PostgreSQL (whose cache is not in the
   worker) and from DuckDB (whose cache is);
-- (b) the seconds the same writes take.
+- (b) the seconds the same writes take;
+- (c) the driver's peak RSS above its idle RSS for
+  ``execute_on_ray(time_unit="monthly").sink_parquet(...)`` over a year of a PostgreSQL
+  table of 12M and 48M rows, in months' worth (a month's rows in Arrow), against
+  ``collect()`` and ``write_parquet`` of the same query (target: at most 3 months).
 
 Ours is ``PartitionWriter.write`` over ``scan_db(...).filter(window)``, as a partition's Ray
 task runs it. The plain pipeline is the database's own Arrow batches (ADBC's record batch
@@ -14,11 +18,12 @@ the streaming engine. Collect-and-write collects the partition, encodes it as on
 buffer and writes that, as tasks did before streaming.
 
     .venv/bin/python benchmarks/bench_memory.py [--runs 3] [--sizes 4,16,48]
-        [--databases postgresql,duckdb]
+        [--databases postgresql,duckdb] [--years 12,48]
 
 Times and peaks are medians of ``--runs`` writes, each in a fresh worker.
 """
 
+import argparse
 import datetime as dt
 import io
 import statistics
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -175,15 +181,82 @@ def measure(
     return statistics.median(seconds), statistics.median(peaks)
 
 
-def main() -> None:
-    import argparse
+def rss_mb(field: str = "VmRSS:") -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} in /proc/self/status")
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="4,16,48", help="partition sizes, millions of rows")
-    parser.add_argument("--databases", default="postgresql,duckdb", help="which to read from")
-    args = arguments(parser, rows=False)
-    sizes = [int(s) * 1_000_000 for s in args.sizes.split(",")]
-    start_ray()
+
+def driver_growth(run: Callable[[], object], idle: float) -> tuple[float, float]:
+    """Seconds ``run()`` takes, and this process's peak RSS meanwhile above ``idle`` (MB)."""
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started, rss_mb("VmHWM:") - idle
+
+
+def year_on_ray(table: str) -> pl.LazyFrame:
+    year = pl.col("ts").is_between(dt.datetime(2024, 1, 1), dt.datetime(2025, 1, 1), closed="left")
+    return (
+        piot_dagster.scan_db(f"SELECT {COLUMNS} FROM {table}", connection=POSTGRES_URL)
+        .filter(year)
+        .piot.execute_on_ray(date_column="ts", time_unit="monthly")
+    )
+
+
+def sink_year(table: str, out: Path) -> None:
+    year_on_ray(table).sink_parquet(out)
+
+
+def collect_year(table: str, out: Path) -> None:
+    year_on_ray(table).collect().write_parquet(out)
+
+
+def driver_section(years: list[int], runs: int) -> None:
+    """(c): a year streamed through the driver into one Parquet file."""
+    table = "piot_bench_year"
+    print(f"PostgreSQL, a year by month: the driver's peak RSS above idle, medians of {runs}")
+    print(f"{'rows':>6}  {'a month':>9}  {'sink_parquet':>16}  {'collect + write':>16}  months")
+    for rows in years:
+        import adbc_driver_postgresql.dbapi
+
+        every = 366 * 86_400 / rows  # 2024 has 366 days
+        with adbc_driver_postgresql.dbapi.connect(POSTGRES_URL) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+            cur.execute(
+                f"CREATE UNLOGGED TABLE {table} AS SELECT "
+                + ROWS_SQL.replace(f"(i * {JANUARY_S}.0 / {TOTAL})", f"(i * {every})")
+                + f" FROM generate_series(0, {rows - 1}) AS i"
+            )
+            conn.commit()
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                out = Path(folder) / "year.parquet"
+                # Idle: Ray started, nothing run yet; the first run starts the workers.
+                idle = rss_mb()
+                sunk = [driver_growth(partial(sink_year, table, out), idle) for _ in range(runs)]
+                assert pl.scan_parquet(out).select(pl.len()).collect().item() == rows
+                held = [driver_growth(partial(collect_year, table, out), idle) for _ in range(runs)]
+            month = (
+                piot_dagster.scan_db(f"SELECT {COLUMNS} FROM {table}", connection=POSTGRES_URL)
+                .filter(pl.col("ts") < dt.datetime(2024, 2, 1))
+                .collect()
+                .estimated_size()
+                / 2**20
+            )
+        finally:
+            drop_postgres(table)
+        s_s, g_s = (statistics.median(v) for v in zip(*sunk, strict=True))
+        s_c, g_c = (statistics.median(v) for v in zip(*held, strict=True))
+        print(
+            f"{rows // 1_000_000:>5}M  {month:>6,.0f} MB  {g_s:>6,.0f} MB {s_s:>5.1f}s  "
+            f"{g_c:>6,.0f} MB {s_c:>5.1f}s  {g_s / month:.2f} (collect: {g_c / month:.2f})"
+        )
+
+
+def partition_section(sizes: list[int], args: argparse.Namespace) -> None:
+    """(a) and (b): one partition written by a fresh worker, three ways."""
     table = "piot_bench_memory"
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -234,6 +307,20 @@ def main() -> None:
                     )
         finally:
             drop_postgres(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="4,16,48", help="partition sizes, millions of rows")
+    parser.add_argument("--databases", default="postgresql,duckdb", help="which to read from")
+    parser.add_argument("--years", default="12,48", help="(c): rows in a year, millions")
+    args = arguments(parser, rows=False)
+    sizes = [int(s) * 1_000_000 for s in args.sizes.split(",") if s]
+    start_ray()
+    if sizes:
+        partition_section(sizes, args)
+    if args.years:
+        driver_section([int(y) * 1_000_000 for y in args.years.split(",")], args.runs)
     ray.shutdown()
 
 

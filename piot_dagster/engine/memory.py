@@ -109,10 +109,10 @@ class MemoryEvidence:
         if isinstance(exc, ray.exceptions.WorkerCrashedError):
             killed = self.killed()
             if killed:
-                nodes = "; ".join(str(node) for node in killed)
+                nodes = "; ".join(f"{node} ({node.oom_kills} killed so far)" for node in killed)
                 return (
-                    f"out of memory: its worker was killed, and the memory cap of {nodes} "
-                    f"killed {sum(n.oom_kills for n in killed)} process(es) there; {ADVICE}"
+                    f"out of memory: its worker died, and the memory cap killed processes "
+                    f"on {nodes}; {ADVICE}"
                 )
         return None
 
