@@ -29,6 +29,7 @@ import io
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -91,11 +92,11 @@ def window(rows: int) -> tuple[dt.datetime, dt.datetime]:
     return START, START + dt.timedelta(seconds=rows * JANUARY_S / TOTAL)
 
 
-def peak_mb() -> float:
+def rss_mb(field: str = "VmRSS:") -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
+    raise AssertionError(f"no {field} in /proc/self/status")
 
 
 def ours(connection: str, query: str, start: dt.datetime, end: dt.datetime, out: Path) -> int:
@@ -152,7 +153,7 @@ def in_a_fresh_worker(write: Callable[..., int], *args: object) -> tuple[float, 
     """``write(*args)`` in a worker process of its own: seconds, peak RSS (MB), rows."""
     started = time.perf_counter()
     rows = write(*args)
-    return time.perf_counter() - started, peak_mb(), rows
+    return time.perf_counter() - started, rss_mb("VmHWM:"), rows
 
 
 @ray.remote(max_calls=1)
@@ -162,7 +163,7 @@ def idle_worker() -> float:
 
     import piot_dagster  # noqa: F401
 
-    return peak_mb()
+    return rss_mb("VmHWM:")
 
 
 def measure(
@@ -181,19 +182,26 @@ def measure(
     return statistics.median(seconds), statistics.median(peaks)
 
 
-def rss_mb(field: str = "VmRSS:") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} in /proc/self/status")
+def driver_growth(run: Callable[[], object], idle: float) -> tuple[float, float, float]:
+    """Seconds ``run()`` takes, this process's peak RSS meanwhile above ``idle``, and the
+    most of Ray's object store (shared memory, mapped by zero-copy reads) in it (MB)."""
+    shared = [0.0]
+    done = threading.Event()
 
+    def sample() -> None:
+        while not done.wait(0.02):
+            shared[0] = max(shared[0], rss_mb("RssShmem:"))
 
-def driver_growth(run: Callable[[], object], idle: float) -> tuple[float, float]:
-    """Seconds ``run()`` takes, and this process's peak RSS meanwhile above ``idle`` (MB)."""
+    sampler = threading.Thread(target=sample)
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
+    sampler.start()
     started = time.perf_counter()
-    run()
-    return time.perf_counter() - started, rss_mb("VmHWM:") - idle
+    try:
+        run()
+    finally:
+        done.set()
+        sampler.join()
+    return time.perf_counter() - started, rss_mb("VmHWM:") - idle, shared[0]
 
 
 def year_on_ray(table: str) -> pl.LazyFrame:
@@ -217,7 +225,7 @@ def driver_section(years: list[int], runs: int) -> None:
     """(c): a year streamed through the driver into one Parquet file."""
     table = "piot_bench_year"
     print(f"PostgreSQL, a year by month: the driver's peak RSS above idle, medians of {runs}")
-    print(f"{'rows':>6}  {'a month':>9}  {'sink_parquet':>16}  {'collect + write':>16}  months")
+    print(f"{'rows':>6}  {'a month':>9}  {'sink_parquet':>22}  {'collect + write':>16}  months")
     for rows in years:
         import adbc_driver_postgresql.dbapi
 
@@ -247,12 +255,14 @@ def driver_section(years: list[int], runs: int) -> None:
             )
         finally:
             drop_postgres(table)
-        s_s, g_s = (statistics.median(v) for v in zip(*sunk, strict=True))
-        s_c, g_c = (statistics.median(v) for v in zip(*held, strict=True))
+        s_s, g_s, m_s = (statistics.median(v) for v in zip(*sunk, strict=True))
+        s_c, g_c, _ = (statistics.median(v) for v in zip(*held, strict=True))
         print(
-            f"{rows // 1_000_000:>5}M  {month:>6,.0f} MB  {g_s:>6,.0f} MB {s_s:>5.1f}s  "
-            f"{g_c:>6,.0f} MB {s_c:>5.1f}s  {g_s / month:.2f} (collect: {g_c / month:.2f})"
+            f"{rows // 1_000_000:>5}M  {month:>6,.0f} MB  {g_s:>6,.0f} MB ({m_s:>3,.0f}) "
+            f"{s_s:>5.1f}s  {g_c:>6,.0f} MB {s_c:>5.1f}s  {g_s / month:.2f} "
+            f"(collect: {g_c / month:.2f})"
         )
+    print("  (in brackets: of it, pages of Ray's object store mapped by zero-copy reads)")
 
 
 def partition_section(sizes: list[int], args: argparse.Namespace) -> None:

@@ -186,16 +186,16 @@ def _write_period(
 def _read_period(
     plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
 ) -> tuple[Any, float, Node] | str | None:
-    """The period's rows, seconds and node if they fit in one chunk; else :data:`_STREAM`
-    (the period is then run again by :func:`_stream_period`, having read no more than a
-    chunk or two); None if the fan-out was stopped. A plain task costs less than a
+    """The period's rows, seconds and node if they fit in one chunk; else
+    :data:`_TOO_LARGE` (the period is then run again by :func:`_stream_period`; this read
+    a chunk and a batch of it); None if the fan-out was stopped. A plain task costs less than a
     streaming one (0.7 ms a period here), which thousands of small periods would pay."""
     if stop.is_set():
         return None
     started = time.perf_counter()
     frame, last = next(chunks(_query(plan_box, task)))
     if not last:
-        return _STREAM  # dropping the query's batches stops it
+        return _TOO_LARGE  # dropping the query's batches stops it
     if stop.is_set():
         return None
     return encode(frame, task.return_as), time.perf_counter() - started, _node()
@@ -220,10 +220,10 @@ def _stream_period(
 
 
 # What a reading task returns for a period larger than one chunk.
-_STREAM = "stream"
+_TOO_LARGE = "larger than a chunk"
 # Reading tasks stream, paused while UNREAD_CHUNKS chunks wait, and are retried by the
 # driver (chunks.Handed), never replayed by Ray.
-_STREAMED: Mapping[str, Any] = {
+_STREAMING_OPTIONS: Mapping[str, Any] = {
     "num_returns": "streaming",
     "_generator_backpressure_num_objects": UNREAD_CHUNKS,
     "max_retries": 0,
@@ -258,8 +258,7 @@ class _InFlight:
     @property
     def done(self) -> ray.ObjectRef:
         """Ready once the attempt has ended."""
-        handle = self.handle
-        return handle.completed() if isinstance(handle, ray.ObjectRefGenerator) else handle
+        return self.handle.completed() if self.streamed else self.handle  # type: ignore[union-attr]
 
 
 def require_ray() -> None:
@@ -408,7 +407,7 @@ def _results(
     sweep()
     writing = _write_period.options(**options)
     reading = _read_period.options(**options)
-    streaming = _stream_period.options(**{**options, **_STREAMED})
+    streaming = _stream_period.options(**{**options, **_STREAMING_OPTIONS})
     plan_box = [plan.ref()]
     stop = StopFlag()
     queue = iter(work)
@@ -445,7 +444,7 @@ def _results(
                     answer = (
                         None if flight.streamed else _result(flight.handle, feasibility, interrupts)
                     )
-                    if answer == _STREAM:
+                    if answer == _TOO_LARGE:
                         large = True
                         flight.handle = start(flight.task, stream=True)
                     if flight.streamed:
