@@ -37,14 +37,25 @@ def chunks(query: pl.LazyFrame) -> Iterator[tuple[pl.DataFrame, bool]]:
     held: list[pl.DataFrame] = []
     size = 0
     for batch in query.collect_batches(engine="streaming"):
-        if size >= CHUNK_BYTES:
-            yield pl.concat(held, rechunk=False), False
-            held, size = [], 0
-        held.append(batch)
-        size += batch.estimated_size()
+        for piece in _pieces(batch):
+            if size >= CHUNK_BYTES:
+                yield pl.concat(held, rechunk=False), False
+                held, size = [], 0
+            held.append(piece)
+            size += piece.estimated_size()
     if not held:
         held.append(pl.DataFrame(schema=query.collect_schema()))
     yield pl.concat(held, rechunk=False), True
+
+
+def _pieces(batch: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    """``batch`` in zero-copy slices of at most about :data:`CHUNK_BYTES`: the streaming
+    engine passes an in-memory frame that no operation splits as one batch."""
+    size = batch.estimated_size()
+    if size <= CHUNK_BYTES:
+        yield batch
+        return
+    yield from batch.iter_slices(max(1, batch.height * CHUNK_BYTES // size))
 
 
 class ReplayMismatch(Exception):
