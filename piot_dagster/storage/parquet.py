@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,29 +24,24 @@ def write(query: pl.LazyFrame, path: Path) -> pl.DataFrame | pl.LazyFrame:
     themselves if they were few, else a scan of the file.
 
     The query runs on the streaming engine, which holds a few batches at a time, never
-    the whole result: its first :data:`SMALL_ROWS` rows decide, and a larger result
-    goes on batch by batch into the file (the engine falls back to in-memory execution
-    only for a plan it cannot stream).
+    the whole result (it falls back to in-memory execution only for a plan it cannot
+    stream). Its first :data:`SMALL_ROWS` rows decide: a result that ends within them is
+    written from memory; a larger one is sunk straight into the file by a second run of
+    the query, which the file then holds whole, as any run of it would give it.
     """
     batches = query.collect_batches(chunk_size=SMALL_ROWS, engine="streaming")
     first = next(batches, None)
     if first is None:
         first = pl.DataFrame(schema=query.collect_schema())
-    second = next(batches, None)
-    if second is None:
+    if next(batches, None) is None:
         buffer = io.BytesIO()
         first.write_parquet(buffer, **_OPTIONS)
         path.write_bytes(buffer.getbuffer())
         return first
-
-    def rows(*_: object) -> Iterator[pl.DataFrame]:
-        # Polars takes every row as it comes: nothing to project, filter or cut short.
-        yield first
-        yield second
-        yield from batches
-
-    rest = pl.io.plugins.register_io_source(rows, schema=first.schema)
-    rest.sink_parquet(path, engine="streaming", **_OPTIONS)
+    # Dropping the batches stops that run. Sinking the query itself spares a second
+    # streaming engine, which relayed its batches through a Python source into the sink.
+    del batches, first
+    query.sink_parquet(path, engine="streaming", **_OPTIONS)
     return pl.scan_parquet(path)
 
 

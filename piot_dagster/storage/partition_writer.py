@@ -52,7 +52,8 @@ class WrittenFile:
             uri=storage.uri(key),
             key=key,
             bytes=stored.size,
-            sql=tuple(sql),
+            # A large partition's query runs twice (parquet.write): each statement once.
+            sql=tuple(dict.fromkeys(sql)),
             stored=stored,
             **measured,
             **more,
