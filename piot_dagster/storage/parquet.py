@@ -32,7 +32,7 @@ def write(
     the whole result (it falls back to in-memory execution only for a plan it cannot
     stream). Its first :data:`SMALL_ROWS` rows decide: a result that ends within them is
     written from memory, as one file whatever ``file_bytes``. A larger one is sunk
-    straight into the files by a second run of the query, which the file then holds
+    straight into the files by a second run of the query, which the files then hold
     whole, as any run of it would give it.
     """
     batches = query.collect_batches(chunk_size=SMALL_ROWS, engine="streaming")
