@@ -127,6 +127,65 @@ def test_a_partition_its_frame_has_no_rows_for_is_stored_empty_and_found(tmp_pat
     assert [got[k].height for k in ("2024-01-01", "2024-01-02")] == [48, 0]
 
 
+# Files rolled at a target size ----------------------------------------------------------
+
+# 300,000 rows a day: past the rows a task writes from memory, and about 5 MB compressed.
+BIG_DAY = 300_000
+
+
+def big_days(version: int = 1) -> pl.DataFrame:
+    """Two days of ``BIG_DAY`` rows each, with prices that do not compress away."""
+    stamps = pl.datetime_range(
+        dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 3), interval="288ms", closed="left",
+        eager=True,
+    )  # fmt: skip
+    assert stamps.len() == 2 * BIG_DAY
+    frame = pl.DataFrame({"ts": stamps})
+    return frame.with_columns(
+        symbol=pl.format("S{}", pl.int_range(pl.len()) % 50),
+        price=pl.int_range(pl.len()).hash(version) / 2**64,
+        version=pl.lit(version),
+    )
+
+
+def partition_files(delta: DeltaTable, key: str) -> set[str]:
+    return {p for p in delta.file_uris() if f"/{PARTITION_COLUMN}={key}/" in p}
+
+
+def test_a_partition_past_its_target_file_size_lands_as_several_files_in_one_commit(tmp_path):
+    frame = big_days()
+
+    result = backfill(daily(frame), manager(tmp_path, target_file_size=2**20), KEYS[0], KEYS[1])
+
+    delta = table(tmp_path)
+    assert delta.version() == 0, "one commit"
+    for key in KEYS[:2]:
+        assert len(partition_files(delta, key)) > 2
+    adds = pl.DataFrame(delta.get_add_actions(flatten=True))
+    assert adds["num_records"].sum() == 2 * BIG_DAY, "each file's own stats"
+    assert adds["size_bytes"].max() < 2 * 2**20
+    assert_frame_equal(rows(tmp_path).drop(PARTITION_COLUMN), frame)
+    for event, day in zip(result.asset_materializations_for_node("prices"), KEYS[:2], strict=True):
+        assert event.metadata["dagster/partition_row_count"].value == BIG_DAY
+        assert event.metadata["date_min"].value == f"{day} 00:00:00"
+        assert event.metadata["date_max"].value == f"{day} 23:59:59.712000"
+        assert event.metadata["rows_outside_window"].value == 0
+
+
+def test_a_rerun_of_a_rolled_partition_replaces_all_its_files(tmp_path):
+    old, new = big_days(version=1), big_days(version=2)
+    backfill(daily(old), manager(tmp_path, target_file_size=2**20), KEYS[0], KEYS[1])
+    before = partition_files(table(tmp_path), KEYS[0])
+
+    backfill(daily(new, target_file_size=2**20), manager(tmp_path), KEYS[0], KEYS[0])
+
+    after = partition_files(table(tmp_path), KEYS[0])
+    assert len(after) > 2, "the asset's metadata sets the size"
+    assert not after & before
+    expected = pl.concat([days_of(new, KEYS[0], KEYS[0]), days_of(old, KEYS[1], KEYS[1])])
+    assert_frame_equal(rows(tmp_path).drop(PARTITION_COLUMN), expected)
+
+
 # Failures -------------------------------------------------------------------------------
 
 

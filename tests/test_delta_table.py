@@ -37,8 +37,11 @@ def commit(base: Path, frames: dict[str, pl.DataFrame], *, mode=None, properties
     schema = next(iter(frames.values())).schema
     columns = stored(schema)
     files = [
-        DeltaFileWriter(storage, "t", key, tuple(columns), {}, None).write(frame.lazy())
+        file
         for key, frame in frames.items()
+        for file in DeltaFileWriter(storage, "t", key, tuple(columns), {}, None)
+        .write(frame.lazy())
+        .files
     ]
     target = DeltaTarget(storage, "t", partitioned=True)
     return target.commit(
@@ -118,6 +121,42 @@ def test_values_delta_cannot_hold_exactly_are_refused_never_rounded(tmp_path):
         with pytest.raises(ValueError, match=hint):
             writer.write(frame.lazy())
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+# Files rolled at a target size ----------------------------------------------------------
+
+
+def rolled(tmp_path: Path) -> tuple[DeltaFileWriter, pl.LazyFrame]:
+    """A writer rolling files at 512 KiB, and 3.2 MB of rows that do not compress."""
+    frame = pl.DataFrame({"v": pl.int_range(400_000, eager=True).hash(1) // 2}).cast(pl.Int64)
+    storage = open_storage(str(tmp_path))
+    columns = tuple(stored(frame.schema))
+    return DeltaFileWriter(storage, "t", "k", columns, {}, None, file_bytes=2**19), frame.lazy()
+
+
+def test_a_rolled_write_refused_after_some_files_were_put_leaves_no_file(tmp_path):
+    writer, lf = rolled(tmp_path)
+    asked = []
+
+    def proceed() -> bool:
+        asked.append(True)
+        return len(asked) < 3
+
+    assert writer.write(lf, proceed=proceed) is None
+    assert len(asked) == 3, "two files were put before the third was refused"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_discarding_a_rolled_write_removes_every_file(tmp_path):
+    writer, lf = rolled(tmp_path)
+    written = writer.write(lf)
+    assert written is not None
+    assert len(written.files) > 2
+    assert sum(f.rows for f in written.files) == written.rows == 400_000
+
+    writer.discard()
+
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 # Statistics -----------------------------------------------------------------------------
@@ -275,7 +314,7 @@ def test_delta_rs_own_retries_would_duplicate_a_new_partition_written_twice_at_o
     for table, rows in ((first, 2), (second, 3)):
         frame = day("2024-01-02", rows)
         file = DeltaFileWriter(storage, "t", "2024-01-02", tuple(stored(frame.schema)), {}, None)
-        written = file.write(frame.lazy())
+        [written] = file.write(frame.lazy()).files
         add = AddAction(written.path, written.bytes, dict(written.partition_values),
                         written.modified_ms, True, written.stats)  # fmt: skip
         table.create_write_transaction(

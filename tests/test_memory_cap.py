@@ -20,6 +20,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import ray
+from deltalake import DeltaTable
 
 import piot_dagster
 from piot_dagster import PeriodExecutionError, RayDeltaIOManager, RayResource, time_partitions
@@ -153,6 +154,8 @@ def test_a_month_larger_than_the_workers_memory_lands_exactly_under_a_1_gib_cap(
     assert event.metadata["dagster/partition_row_count"].value == ROWS
     if io_manager_class is RayDeltaIOManager:
         stored = pl.scan_delta(str(tmp_path / "big_month"))
+        files = DeltaTable(str(tmp_path / "big_month")).file_uris()
+        assert len(files) > 1, "rolled at target_file_size"
     else:
         stored = pl.scan_parquet(tmp_path / "big_month" / "2024-01-01.parquet")
     assert aggregates(stored) == expected

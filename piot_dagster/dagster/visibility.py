@@ -30,13 +30,13 @@ _PROBE_TIMEOUT_S = 60
 
 def unseen(storage: Storage, results: Sequence[PeriodResult]) -> list[PeriodResult]:
     """The results whose files this process cannot see, as written or replaced since."""
-    folders = {posixpath.dirname(r.written.key) for r in results}
+    folders = {posixpath.dirname(f.key) for r in results for f in r.written.files}
     # One listing: the folder itself, or the folder above them all (a Delta table's
     # partition folders, a symbol's folders), listed at every depth.
     common = posixpath.commonpath(folders) if folders and "" not in folders else ""
     found = storage.list(common.split("/") if common else [], recursive=len(folders) > 1)
     listed: dict[str, Stored] = {k: v.stored for k, v in found.items()}
-    suspects = [r for r in results if listed.get(r.written.key) != r.written.stored]
+    suspects = [r for r in results if any(listed.get(f.key) != f.stored for f in r.written.files)]
     if not suspects:
         return []
     sharing = {node: _shares_storage(storage, node) for node in {r.node for r in suspects}}

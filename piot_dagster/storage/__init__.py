@@ -14,7 +14,7 @@ from piot_dagster.storage.base import Listed, Storage, Stored
 from piot_dagster.storage.local import LocalStorage
 from piot_dagster.storage.location import SUPPORTED, Location, is_secret, parse_location, redact
 from piot_dagster.storage.object_store import ObjectStorage
-from piot_dagster.storage.partition_writer import PartitionWriter, WrittenFile
+from piot_dagster.storage.partition_writer import PartitionWriter, WrittenFile, WrittenFiles
 
 __all__ = [
     "SUPPORTED",
@@ -24,6 +24,7 @@ __all__ = [
     "Storage",
     "Stored",
     "WrittenFile",
+    "WrittenFiles",
     "is_secret",
     "open_storage",
     "redact",

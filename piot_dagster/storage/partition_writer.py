@@ -3,9 +3,11 @@ where the partition lives, never held in memory whole."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import polars as pl
@@ -13,7 +15,7 @@ import polars as pl
 from piot_dagster.storage import parquet
 from piot_dagster.storage.base import Storage, Stored
 
-__all__ = ["PartitionWriter", "WrittenFile", "measure", "put_rows"]
+__all__ = ["PartitionWriter", "WrittenFile", "WrittenFiles", "measure", "put_rows"]
 
 T = TypeVar("T")
 
@@ -52,11 +54,71 @@ class WrittenFile:
             uri=storage.uri(key),
             key=key,
             bytes=stored.size,
-            sql=tuple(sql),
+            # A large partition's query runs twice (parquet.write): each statement once.
+            sql=tuple(dict.fromkeys(sql)),
             stored=stored,
             **measured,
             **more,
         )
+
+    @property
+    def files(self) -> tuple[WrittenFile, ...]:
+        """The files stored: this one."""
+        return (self,)
+
+
+@dataclass(frozen=True)
+class WrittenFiles:
+    """What a task wrote as one file or several (its partition rolled at a target size):
+    the files, and the measures of the partition over them all, as :class:`WrittenFile`
+    reports one file's."""
+
+    files: tuple[WrittenFile, ...]
+
+    @property
+    def uri(self) -> str:
+        """The file's, or the folder's holding several."""
+        first = self.files[0].uri
+        return first if len(self.files) == 1 else first.rsplit("/", 1)[0]
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        return self.files[0].schema
+
+    @property
+    def sql(self) -> tuple[str, ...]:
+        return self.files[0].sql
+
+    @property
+    def date_min(self) -> object:
+        return min((f.date_min for f in self.files if f.date_min is not None), default=None)
+
+    @property
+    def date_max(self) -> object:
+        return max((f.date_max for f in self.files if f.date_max is not None), default=None)
+
+    @property
+    def date_nulls(self) -> int | None:
+        return _total(f.date_nulls for f in self.files)
+
+    @property
+    def outside_window(self) -> int | None:
+        return _total(f.outside_window for f in self.files)
+
+
+def _total(counts: Iterable[int | None]) -> int | None:
+    """The sum of every file's count, or None where files were not counted (no date
+    column, or no window)."""
+    found = [c for c in counts if c is not None]
+    return sum(found) if found else None
 
 
 @dataclass(frozen=True)
@@ -93,7 +155,7 @@ class PartitionWriter:
         statements its sources sent, once it has run."""
         done = put_rows(
             self.storage,
-            self.key,
+            lambda _: self.key,
             self.token,
             query,
             proceed=proceed,
@@ -101,8 +163,8 @@ class PartitionWriter:
         )
         if done is None:
             return None
-        stored, measured = done
-        return WrittenFile.of(self.storage, self.key, stored, sql, measured)
+        [(key, stored, measured)] = done
+        return WrittenFile.of(self.storage, key, stored, sql, measured)
 
     def discard(self) -> None:
         """Remove whatever an unfinished write left behind."""
@@ -111,23 +173,56 @@ class PartitionWriter:
 
 def put_rows(
     storage: Storage,
-    key: str,
+    key: Callable[[int], str],
     token: str,
     query: pl.LazyFrame,
     *,
     proceed: Callable[[], bool],
     inspect: Callable[[pl.DataFrame | pl.LazyFrame], T],
-) -> tuple[Stored, T] | None:
-    """Stream ``query``'s rows into a Parquet file spooled for ``key`` (named by
-    ``token``), ``inspect`` what was written (its rows, or a scan of the file), then put
-    it once ``proceed()`` says yes: what was stored and found, or None if it said no."""
-    spooled = storage.spool(key, token)
+    file_bytes: int | None = None,
+) -> list[tuple[str, Stored, T]] | None:
+    """Stream ``query``'s rows into Parquet files spooled for ``key(0)``, ``key(1)``, …
+    (named by ``token``): one file, or files of about ``file_bytes`` each (see
+    :func:`parquet.write`). ``inspect`` what each holds (its rows, or a scan of it), then
+    put them once ``proceed()`` says yes: each file's key, what was stored and found, or
+    None if it said no.
+
+    Nothing is left behind unless every file was put: the spooled files are removed, and
+    the files put before a later one failed (or ``proceed()`` said no) are deleted, which
+    only several files can need, each under a new key of its own.
+    """
+    spooled: dict[Path, str] = {}
+
+    def spool(index: int) -> Path:
+        path = storage.spool(key(index), token)
+        spooled[path] = key(index)
+        return path
+
+    done: list[tuple[str, Stored, T]] = []
     try:
-        found = inspect(parquet.write(query, spooled))
-        stored = storage.put_file(key, spooled, proceed=proceed)
+        for path, written in parquet.write(query, spool, file_bytes=file_bytes):
+            found = inspect(written)
+            stored = storage.put_file(spooled[path], path, proceed=proceed)
+            if stored is None:
+                break
+            done.append((spooled[path], stored, found))
+        else:
+            return done
+    except BaseException:
+        _delete(storage, done)
+        raise
     finally:
-        spooled.unlink(missing_ok=True)
-    return None if stored is None else (stored, found)
+        for path in spooled:
+            path.unlink(missing_ok=True)
+    _delete(storage, done)
+    return None
+
+
+def _delete(storage: Storage, done: list[tuple[str, Stored, T]]) -> None:
+    """Remove the files of an unfinished write: nothing refers to them yet."""
+    for key, _, _ in done:
+        with contextlib.suppress(Exception):
+            storage.delete(key)
 
 
 def measure(

@@ -1,8 +1,9 @@
 """Partitions as one Delta table: ``<base_dir>/<asset key path>/``, partitioned by
-``dagster_partition`` (the Dagster partition key). Each task streams its partition into a
-data file of the table (a :class:`~piot_dagster.storage.delta.DeltaFileWriter`); the run
-commits them in one transaction, which replaces exactly its partitions. A downstream asset
-reads, with ``pl.scan_delta``, the version of the table in which ``present`` found them."""
+``dagster_partition`` (the Dagster partition key). Each task streams its partition into
+data files of the table (a :class:`~piot_dagster.storage.delta.DeltaFileWriter`), rolled
+at ``target_file_size``; the run commits them in one transaction, which replaces exactly
+its partitions. A downstream asset reads, with ``pl.scan_delta``, the version of the table
+in which ``present`` found them."""
 
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ from piot_dagster.storage.delta import (
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["DeltaListing", "DeltaPlan", "RayDeltaIOManager"]
+__all__ = ["TARGET_FILE_SIZE", "DeltaListing", "DeltaPlan", "RayDeltaIOManager"]
+
+# Data files of this size keep a 48M-row partition to a handful of files, and a reader
+# fetches each in a few seconds; delta-rs rolls at about 100 MiB by default.
+TARGET_FILE_SIZE = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -57,14 +62,16 @@ class DeltaListing(Listing):
 class RayDeltaIOManager(RayIOManager):
     """Stores time-partitioned Polars assets as one Delta Lake table per asset,
     ``<base_dir>/<asset key path>/``, partitioned by ``dagster_partition`` (the Dagster
-    partition key). Each partition's Ray task writes its own data file; the Dagster
-    process then commits the run's files in one transaction, which replaces exactly the
-    rows of the run's partitions: a 3,650-partition single-run backfill is one commit,
-    and the data never passes through the Dagster process.
+    partition key). Each partition's Ray task writes its own data files, of about
+    ``target_file_size`` bytes each past that size; the Dagster process then commits the
+    run's files in one transaction, which replaces exactly the rows of the run's
+    partitions: a 3,650-partition single-run backfill is one commit, and the data never
+    passes through the Dagster process.
 
     Settings are those of :class:`RayParquetIOManager`, and ``schema_mode="merge"`` (here
     or in an asset's metadata) lets a run add columns to the table; otherwise a frame
-    whose columns differ from the table's fails before any task runs. A downstream asset
+    whose columns differ from the table's fails before any task runs.
+    ``target_file_size`` may be set in an asset's metadata too. A downstream asset
     receives partitions as from :class:`RayParquetIOManager`, read with
     ``pl.scan_delta``. Every commit carries the Dagster run id and its partition range
     (``DeltaTable.history()``).
@@ -79,10 +86,19 @@ class RayDeltaIOManager(RayIOManager):
         description="'merge' lets a run add columns to an asset's table (assets may set it "
         "in their metadata too); unset, the table's schema is fixed.",
     )
+    target_file_size: int = Field(
+        default=TARGET_FILE_SIZE,
+        description="Bytes (compressed, as stored) at which a partition's data files are "
+        "rolled: a larger partition is written as several files of about this size, all "
+        "in the run's one commit, so readers can fetch and skip them separately (assets "
+        "may set it in their metadata too). A partition of up to 100,000 rows is always "
+        "one file. Default 128 MiB.",
+    )
 
     # -- writing ----------------------------------------------------------------------
 
     def prepare(self, place: Place, schema: pl.Schema, cells: Sequence[Cell | None]) -> DeltaPlan:
+        _target_file_size(place)  # refused here, before any task runs
         mode = _schema_mode(place)
         if mode not in SCHEMA_MODES:
             raise ValueError(
@@ -121,6 +137,7 @@ class RayDeltaIOManager(RayIOManager):
             {} if cell is None else {d: v for d, v in cell.values.items() if d in plan.added},
             date_column,
             window,
+            _target_file_size(place),
         )
 
     def keep(
@@ -132,8 +149,8 @@ class RayDeltaIOManager(RayIOManager):
     ) -> Mapping[str, Any]:
         if not results:
             return {}
-        files = [result.written for result in results]
-        keys = [f.partition_values.get(PARTITION_COLUMN, "") for f in files]
+        files = [file for result in results for file in result.written.files]
+        keys = [r.written.files[0].partition_values.get(PARTITION_COLUMN, "") for r in results]
         properties: dict[str, Any] = {"dagster_run_id": run_id or "", "dagster_asset": place.asset}
         if place.partitioned:
             properties["dagster_partition_range"] = f"{keys[0]}...{keys[-1]}"
@@ -158,9 +175,9 @@ class RayDeltaIOManager(RayIOManager):
     def drop(self, place: Place, results: Sequence[PeriodResult]) -> list[PeriodResult]:
         # Nothing of them is committed, so no reader can see them: removing them is
         # tidying up, and what cannot be removed now is left for vacuum.
-        for result in results:
+        for file in (file for result in results for file in result.written.files):
             with contextlib.suppress(Exception):
-                place.storage.delete(result.written.key)
+                place.storage.delete(file.key)
         return []
 
     # -- reading ----------------------------------------------------------------------
@@ -207,6 +224,17 @@ def _target(place: Place) -> DeltaTarget:
 
 def _schema_mode(place: Place) -> str | None:
     return place.settings.own.get("schema_mode")
+
+
+def _target_file_size(place: Place) -> int:
+    """The asset's ``target_file_size``, checked."""
+    size = place.settings.own.get("target_file_size", TARGET_FILE_SIZE)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(
+            f"target_file_size must be a positive int of bytes, such as {TARGET_FILE_SIZE} "
+            f"(128 MiB), not {size!r}"
+        )
+    return size
 
 
 def _scan(table: DeltaTable) -> pl.LazyFrame:

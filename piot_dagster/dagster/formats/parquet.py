@@ -38,8 +38,12 @@ class RayParquetIOManager(RayIOManager):
     them (each may be a ``dg.EnvVar``). An asset returns a LazyFrame (typically
     :func:`piot_dagster.scan_db`) or a DataFrame. For every partition of the run (one, or
     a whole single-run backfill) a Ray task filters the frame to the partition's
-    half-open time window, collects it and stores the file atomically: a temporary file
-    and a rename on a filesystem, one PUT on an object store. The driver never holds the
+    half-open time window, streams it into a file and stores that atomically: a temporary
+    file and a rename on a filesystem, one object on an object store (a multipart upload
+    past 8 MiB, which has no practical size limit). A partition stays one file however
+    large: one object replaced whole is what makes a partition visible whole to readers
+    of an object store, with no commit log to say which files belong together (that is
+    what :class:`RayDeltaIOManager`'s rolled files have). The driver never holds the
     data; it checks that it sees every file written, so a worker writing to a disk of its
     own fails the run instead of losing partitions. Assets override ``base_dir``,
     ``storage_options``, ``date_column``, ``max_concurrency`` and ``remote_options``

@@ -1,10 +1,11 @@
 """A partition's data file in a Delta table, written by its Ray task and committed later.
 
-The task writes an ordinary Parquet file into the table's folder, under a name no commit
-has used (``dagster_partition=<key>/part-<token>.parquet``), and reports what a Delta add
-action needs: its path, size, partition value and statistics. Until the Dagster process
-commits it, no reader sees it; one that is never committed is removed by that process,
-or by ``vacuum``.
+The task writes ordinary Parquet files into the table's folder, under names no commit
+has used (``dagster_partition=<key>/part-<token>-<n>.parquet``): one, or, past a target
+size, several of about that size each. For each it reports what a Delta add action
+needs: its path, size, partition value and statistics. Until the Dagster process commits
+them, no reader sees them; files never committed are removed by that process, or by
+``vacuum``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from piot_dagster.storage.delta.types import (
     restore,
     to_stored,
 )
-from piot_dagster.storage.partition_writer import WrittenFile, measure, put_rows
+from piot_dagster.storage.partition_writer import WrittenFile, WrittenFiles, measure, put_rows
 
 __all__ = ["DeltaFile", "DeltaFileWriter", "partition_folder"]
 
@@ -78,14 +79,15 @@ def partition_folder(partition: str) -> str:
 
 @dataclass(frozen=True)
 class DeltaFileWriter:
-    """Writes one partition's rows as a data file of the table at ``table`` (a key of
+    """Writes one partition's rows as data files of the table at ``table`` (a key of
     ``storage``): ``columns`` say how each is stored, ``added`` are the other dimensions'
     keys the frame lacks as columns (stored as String columns, as a Hive reader would add
     them), and ``date_column`` is measured against ``window`` for the partition checks.
-    A table without partitions has ``partition`` None.
+    A table without partitions has ``partition`` None. A partition larger than
+    ``file_bytes`` is rolled into files of about that size (one file if None).
 
-    The token, fixed when the writer is made, names the file: a Ray retry replaces what a
-    killed attempt left, and the Dagster process removes it if it never commits it.
+    The token, fixed when the writer is made, names the files: a Ray retry replaces what
+    a killed attempt left, and the Dagster process removes them if it never commits them.
     """
 
     storage: Storage
@@ -95,17 +97,16 @@ class DeltaFileWriter:
     added: Mapping[str, str]
     date_column: str | None
     window: tuple[int, int] | None = None
+    file_bytes: int | None = None
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    @property
-    def name(self) -> str:
-        """The file's path inside the table."""
-        file = f"part-{self.token}.parquet"
+    def name(self, index: int) -> str:
+        """The path inside the table of the partition's ``index``-th file."""
+        file = f"part-{self.token}-{index}.parquet"
         return file if self.partition is None else f"{partition_folder(self.partition)}/{file}"
 
-    @property
-    def key(self) -> str:
-        return f"{self.table}/{self.name}"
+    def key(self, index: int) -> str:
+        return f"{self.table}/{self.name(index)}"
 
     def write(
         self,
@@ -113,9 +114,9 @@ class DeltaFileWriter:
         sql: Sequence[str] = (),
         *,
         proceed: Callable[[], bool] = lambda: True,
-    ) -> DeltaFile | None:
-        """Stream ``query``'s rows into the data file and store it once ``proceed()`` says
-        yes; None if it said no."""
+    ) -> WrittenFiles | None:
+        """Stream ``query``'s rows into the data files and store them once ``proceed()``
+        says yes; None if it said no."""
         if self.added:
             query = query.with_columns(pl.lit(v, pl.String).alias(k) for k, v in self.added.items())
         columns = list(self.columns)
@@ -132,23 +133,38 @@ class DeltaFileWriter:
             to_stored(query, columns),
             proceed=proceed,
             inspect=inspect,
+            file_bytes=self.file_bytes,
         )
         if done is None:
             return None
-        stored, (stats, measured) = done
-        return DeltaFile.of(
-            self.storage,
-            self.key,
-            stored,
-            sql,
-            measured,
-            path=self.name,
-            partition_values={} if self.partition is None else {PARTITION_COLUMN: self.partition},
-            modified_ms=int(time.time() * 1000),
-            stats=stats,
+        modified_ms = int(time.time() * 1000)
+        files = tuple(
+            DeltaFile.of(
+                self.storage,
+                key,
+                stored,
+                sql,
+                measured,
+                path=key.removeprefix(f"{self.table}/"),
+                partition_values=(
+                    {} if self.partition is None else {PARTITION_COLUMN: self.partition}
+                ),
+                modified_ms=modified_ms,
+                stats=stats,
+            )
+            for key, stored, (stats, measured) in done
         )
+        return WrittenFiles(files)
 
     def discard(self) -> None:
-        """Remove the file, or what an unfinished write left: it was never committed."""
-        self.storage.discard(self.key, self.token)
-        self.storage.delete(self.key)
+        """Remove the files, or what an unfinished write left: they were never committed.
+        The files are numbered from 0 without gaps, spooled or put."""
+        listed = self.storage.list(self.key(0).split("/")[:-1])
+        index = 0
+        while index == 0 or self.key(index) in listed or self._spooled(index):
+            self.storage.discard(self.key(index), self.token)
+            self.storage.delete(self.key(index))
+            index += 1
+
+    def _spooled(self, index: int) -> bool:
+        return self.storage.spool(self.key(index), self.token).exists()
