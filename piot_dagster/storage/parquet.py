@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,35 +28,42 @@ def write(
     file written, in order, with what it holds, to measure: the rows themselves if they
     were few, else a scan of the file.
 
-    The query runs on the streaming engine, which holds a few batches at a time, never
-    the whole result (it falls back to in-memory execution only for a plan it cannot
-    stream). Its first :data:`SMALL_ROWS` rows decide: a result that ends within them is
-    written from memory, as one file whatever ``file_bytes``. A larger one is sunk
-    straight into the files by a second run of the query, which the files then hold
-    whole, as any run of it would give it.
+    The query runs once, on the streaming engine, which holds a few batches at a time,
+    never the whole result (it falls back to in-memory execution only for a plan it
+    cannot stream). Its first :data:`SMALL_ROWS` rows decide: a result that ends within
+    them is written from memory, as one file whatever ``file_bytes``. A larger one goes
+    on, batch by batch, into a streaming sink. Running the query again straight into the
+    sink would hold less (about 15% at 48M rows), but would have the database run it
+    twice: twice the time for a mid-size partition of SQLite, or for any query whose
+    first row comes only once all of it is computed (a GROUP BY).
     """
     batches = query.collect_batches(chunk_size=SMALL_ROWS, engine="streaming")
     first = next(batches, None)
     if first is None:
         first = pl.DataFrame(schema=query.collect_schema())
-    if next(batches, None) is None:
+    second = next(batches, None)
+    if second is None:
         buffer = io.BytesIO()
         first.write_parquet(buffer, **_OPTIONS)
         path(0).write_bytes(buffer.getbuffer())
         return [(path(0), first)]
-    # Dropping the batches stops that run. Sinking the query itself spares a second
-    # streaming engine, which relayed its batches through a Python source into the sink.
-    per_file = None if file_bytes is None else _in_memory(first, file_bytes)
-    del batches, first
-    if per_file is None:
-        query.sink_parquet(path(0), engine="streaming", **_OPTIONS)
+
+    def rows(*_: object) -> Iterator[pl.DataFrame]:
+        # Polars takes every row as it comes: nothing to project, filter or cut short.
+        yield first
+        yield second
+        yield from batches
+
+    rest = pl.io.plugins.register_io_source(rows, schema=first.schema)
+    if file_bytes is None:
+        rest.sink_parquet(path(0), engine="streaming", **_OPTIONS)
         return [(path(0), pl.scan_parquet(path(0)))]
     sinked: list[Path] = []
-    query.sink_parquet(
+    rest.sink_parquet(
         pl.PartitionBy(
             path(0).parent,
             file_path_provider=lambda file: path(file.index_in_partition),
-            approximate_bytes_per_file=per_file,
+            approximate_bytes_per_file=_in_memory(first, file_bytes),
         ),
         engine="streaming",
         sinked_paths_callback=lambda done: sinked.extend(Path(p.path) for p in done.paths),

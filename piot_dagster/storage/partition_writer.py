@@ -54,8 +54,7 @@ class WrittenFile:
             uri=storage.uri(key),
             key=key,
             bytes=stored.size,
-            # A large partition's query runs twice (parquet.write): each statement once.
-            sql=tuple(dict.fromkeys(sql)),
+            sql=tuple(sql),
             stored=stored,
             **measured,
             **more,
