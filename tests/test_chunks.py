@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from piot_dagster.engine.chunks import CHUNK_BYTES, Handed, ReplayMismatch, chunks
+from piot_dagster.engine.chunks import CHUNK_BYTES, Handed, ReplayMismatch, chunks, plain_rows
 
 ROWS = pl.DataFrame({"v": range(10), "s": [f"row {i}" for i in range(10)]})
 
@@ -56,3 +56,11 @@ def test_a_retry_that_ends_before_the_rows_handed_on_is_refused():
     handed.retry()
     with pytest.raises(ReplayMismatch):
         handed.onward(ROWS[:3], last=True)
+
+
+def test_a_plain_task_sends_about_a_chunk_of_rows_of_its_schema():
+    narrow = pl.Schema({"v": pl.Int64})
+    wide = pl.Schema({f"s{i}": pl.String for i in range(40)})
+    assert plain_rows(narrow) == 1_000_000  # 2M rows of Int64 fit: capped
+    assert plain_rows(wide) == CHUNK_BYTES // (40 * 32)  # 32 bytes a string
+    assert plain_rows(pl.Schema({f"s{i}": pl.String for i in range(4000)})) == 10_000

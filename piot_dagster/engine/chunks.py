@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import polars as pl
 
-__all__ = ["CHUNK_BYTES", "UNREAD_CHUNKS", "Handed", "ReplayMismatch", "chunks"]
+__all__ = ["CHUNK_BYTES", "UNREAD_CHUNKS", "Handed", "ReplayMismatch", "chunks", "plain_rows"]
 
 # Large enough that a chunk's fixed cost (an object in Ray's store, a decode: about a
 # millisecond) is small against its rows; small enough that the chunks a streaming task
@@ -29,11 +29,28 @@ CHUNK_BYTES = 16 * 2**20
 UNREAD_CHUNKS = 2
 
 
+def plain_rows(schema: pl.Schema) -> int:
+    """How many rows of ``schema`` a plain task sends in one piece: about a chunk's worth,
+    counting a string, binary or nested value as 32 bytes (its view and some more), and
+    between 10,000 and 1,000,000 rows."""
+    fixed = pl.DataFrame(schema=schema).clear(1024).estimated_size() / 1024
+    varied = 32 * sum(
+        not (dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean)
+        for dtype in schema.dtypes()
+    )
+    return int(min(1_000_000, max(10_000, CHUNK_BYTES // max(1.0, fixed + varied))))
+
+
 def chunks(query: pl.LazyFrame) -> Iterator[tuple[pl.DataFrame, bool]]:
     """``query``'s rows, run on the streaming engine, in frames of about
     :data:`CHUNK_BYTES`, each with whether it is the last; at least one frame (an empty
     one if there are no rows). A full frame goes once the next batch has come, which
-    tells that it is not the last."""
+    tells that it is not the last.
+
+    Read it to the end: Polars 2.2 cannot stop a query whose batches are left unread,
+    which keeps its sources open (a database its cursor, and the cursor's locks) for as
+    long as the process lives.
+    """
     held: list[pl.DataFrame] = []
     size = 0
     for batch in query.collect_batches(engine="streaming"):

@@ -27,7 +27,7 @@ import ray
 import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from piot_dagster.engine.chunks import UNREAD_CHUNKS, Handed, ReplayMismatch, chunks
+from piot_dagster.engine.chunks import UNREAD_CHUNKS, Handed, ReplayMismatch, chunks, plain_rows
 from piot_dagster.engine.interrupts import POLL_S, Interrupts, deferred_interrupts
 from piot_dagster.engine.memory import MemoryEvidence
 from piot_dagster.engine.periods import Period
@@ -184,18 +184,20 @@ def _write_period(
 
 @ray.remote
 def _read_period(
-    plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
+    plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag, rows: int
 ) -> tuple[Any, float, Node] | str | None:
-    """The period's rows, seconds and node if they fit in one chunk; else
-    :data:`_TOO_LARGE` (the period is then run again by :func:`_stream_period`; this read
-    a chunk and a batch of it); None if the fan-out was stopped. A plain task costs less than a
-    streaming one (0.7 ms a period here), which thousands of small periods would pay."""
+    """The period's rows, seconds and node if they are at most ``rows`` (about a chunk,
+    :func:`~piot_dagster.engine.chunks.plain_rows`); else :data:`_TOO_LARGE`, and the
+    period runs again in :func:`_stream_period`; None if the fan-out was stopped. A plain
+    task costs less than a streaming one (0.7 ms a period here), which thousands of
+    small periods would pay. Its query asks for one row more than ``rows``, so a source
+    below stops there (a LIMIT in scan_db's SQL) and the query ends by itself."""
     if stop.is_set():
         return None
     started = time.perf_counter()
-    frame, last = next(chunks(_query(plan_box, task)))
-    if not last:
-        return _TOO_LARGE  # dropping the query's batches stops it
+    frame = _query(plan_box, task).head(rows + 1).collect(engine="streaming")
+    if frame.height > rows:
+        return _TOO_LARGE
     if stop.is_set():
         return None
     return encode(frame, task.return_as), time.perf_counter() - started, _node()
@@ -206,21 +208,23 @@ def _stream_period(
     plan_box: list[ray.ObjectRef], task: PeriodTask, stop: StopFlag
 ) -> Generator[tuple[Any, float, Node, bool], None, None]:
     """The period's rows in chunks (:mod:`~piot_dagster.engine.chunks`), each with the
-    seconds so far, the node and whether it is the last; nothing more once the fan-out
-    is stopped (nobody reads it, and it would stay in the object store until the
-    driver retires the stop flag, stop_flag.sweep)."""
+    seconds so far, the node and whether it is the last. Once the fan-out is stopped it
+    sends nothing more (nobody reads it, and it would stay in the object store until the
+    driver retires the stop flag, stop_flag.sweep), but reads its query to the end, as a
+    plain task finishes its query: only that closes the query's sources."""
     if stop.is_set():
         return
     started = time.perf_counter()
     node = _node()
+    sending = True
     for frame, last in chunks(_query(plan_box, task)):
-        if stop.is_set():
-            return
-        yield encode(frame, task.return_as), time.perf_counter() - started, node, last
+        sending = sending and not stop.is_set()
+        if sending:
+            yield encode(frame, task.return_as), time.perf_counter() - started, node, last
 
 
-# What a reading task returns for a period larger than one chunk.
-_TOO_LARGE = "larger than a chunk"
+# What a plain reading task returns for a period larger than it sends.
+_TOO_LARGE = "too large for a plain task"
 # Reading tasks stream, paused while UNREAD_CHUNKS chunks wait, and are retried by the
 # driver (chunks.Handed), never replayed by Ray.
 _STREAMING_OPTIONS: Mapping[str, Any] = {
@@ -412,14 +416,17 @@ def _results(
     stop = StopFlag()
     queue = iter(work)
     pending: deque[_InFlight] = deque()
-    # Once one period is larger than a chunk, the others are likely to be too: they
-    # stream from the start instead of starting over.
+    # Once one period is too large for a plain task, the others are likely to be too:
+    # they stream from the start instead of starting over.
     large = False
+    rows = plain_rows(schema)
 
     def start(task: PeriodTask, *, stream: bool = False) -> Handle:
         if task.write is not None:
             return writing.remote(plan_box, task, stop)
-        return (streaming if stream or large else reading).remote(plan_box, task, stop)
+        if stream or large:
+            return streaming.remote(plan_box, task, stop)
+        return reading.remote(plan_box, task, stop, rows)
 
     def submit(period: Period, task: PeriodTask) -> None:
         pending.append(_InFlight(period, task, start(task)))
