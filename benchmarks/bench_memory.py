@@ -27,6 +27,7 @@ import argparse
 import datetime as dt
 import io
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -221,48 +222,50 @@ def collect_year(table: str, out: Path) -> None:
     year_on_ray(table).collect().write_parquet(out)
 
 
-def driver_section(years: list[int], runs: int) -> None:
-    """(c): a year streamed through the driver into one Parquet file."""
-    table = "piot_bench_year"
-    print(f"PostgreSQL, a year by month: the driver's peak RSS above idle, medians of {runs}")
-    print(f"{'rows':>6}  {'a month':>9}  {'sink_parquet':>22}  {'collect + write':>16}  months")
-    for rows in years:
-        import adbc_driver_postgresql.dbapi
+DRIVER_HEADER = (
+    f"{'rows':>6}  {'a month':>9}  {'sink_parquet':>22}  {'collect + write':>16}  months"
+)
 
-        every = 366 * 86_400 / rows  # 2024 has 366 days
-        with adbc_driver_postgresql.dbapi.connect(POSTGRES_URL) as conn, conn.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {table}")
-            cur.execute(
-                f"CREATE UNLOGGED TABLE {table} AS SELECT "
-                + ROWS_SQL.replace(f"(i * {JANUARY_S}.0 / {TOTAL})", f"(i * {every})")
-                + f" FROM generate_series(0, {rows - 1}) AS i"
-            )
-            conn.commit()
-        try:
-            with tempfile.TemporaryDirectory() as folder:
-                out = Path(folder) / "year.parquet"
-                # Idle: Ray started, nothing run yet; the first run starts the workers.
-                idle = rss_mb()
-                sunk = [driver_growth(partial(sink_year, table, out), idle) for _ in range(runs)]
-                assert pl.scan_parquet(out).select(pl.len()).collect().item() == rows
-                held = [driver_growth(partial(collect_year, table, out), idle) for _ in range(runs)]
-            month = (
-                piot_dagster.scan_db(f"SELECT {COLUMNS} FROM {table}", connection=POSTGRES_URL)
-                .filter(pl.col("ts") < dt.datetime(2024, 2, 1))
-                .collect()
-                .estimated_size()
-                / 2**20
-            )
-        finally:
-            drop_postgres(table)
-        s_s, g_s, m_s = (statistics.median(v) for v in zip(*sunk, strict=True))
-        s_c, g_c, _ = (statistics.median(v) for v in zip(*held, strict=True))
-        print(
-            f"{rows // 1_000_000:>5}M  {month:>6,.0f} MB  {g_s:>6,.0f} MB ({m_s:>3,.0f}) "
-            f"{s_s:>5.1f}s  {g_c:>6,.0f} MB {s_c:>5.1f}s  {g_s / month:.2f} "
-            f"(collect: {g_c / month:.2f})"
+
+def driver_line(rows: int, runs: int) -> None:
+    """(c) for a year of ``rows``: a year streamed through the driver into one Parquet
+    file, against collecting it; one line of the table."""
+    import adbc_driver_postgresql.dbapi
+
+    table = "piot_bench_year"
+    every = 366 * 86_400 / rows  # 2024 has 366 days
+    with adbc_driver_postgresql.dbapi.connect(POSTGRES_URL) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(
+            f"CREATE UNLOGGED TABLE {table} AS SELECT "
+            + ROWS_SQL.replace(f"(i * {JANUARY_S}.0 / {TOTAL})", f"(i * {every})")
+            + f" FROM generate_series(0, {rows - 1}) AS i"
         )
-    print("  (in brackets: of it, pages of Ray's object store mapped by zero-copy reads)")
+        conn.commit()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "year.parquet"
+            # Idle: Ray started, nothing run yet; the first run starts the workers.
+            idle = rss_mb()
+            sunk = [driver_growth(partial(sink_year, table, out), idle) for _ in range(runs)]
+            assert pl.scan_parquet(out).select(pl.len()).collect().item() == rows
+            held = [driver_growth(partial(collect_year, table, out), idle) for _ in range(runs)]
+        month = (
+            piot_dagster.scan_db(f"SELECT {COLUMNS} FROM {table}", connection=POSTGRES_URL)
+            .filter(pl.col("ts") < dt.datetime(2024, 2, 1))
+            .collect()
+            .estimated_size()
+            / 2**20
+        )
+    finally:
+        drop_postgres(table)
+    s_s, g_s, m_s = (statistics.median(v) for v in zip(*sunk, strict=True))
+    s_c, g_c, _ = (statistics.median(v) for v in zip(*held, strict=True))
+    print(
+        f"{rows // 1_000_000:>5}M  {month:>6,.0f} MB  {g_s:>6,.0f} MB ({m_s:>3,.0f}) "
+        f"{s_s:>5.1f}s  {g_c:>6,.0f} MB {s_c:>5.1f}s  {g_s / month:.2f} "
+        f"(collect: {g_c / month:.2f})"
+    )
 
 
 def partition_section(sizes: list[int], args: argparse.Namespace) -> None:
@@ -324,14 +327,30 @@ def main() -> None:
     parser.add_argument("--sizes", default="4,16,48", help="partition sizes, millions of rows")
     parser.add_argument("--databases", default="postgresql,duckdb", help="which to read from")
     parser.add_argument("--years", default="12,48", help="(c): rows in a year, millions")
+    parser.add_argument("--one-year", type=int, default=0, help=argparse.SUPPRESS)
     args = arguments(parser, rows=False)
+    if args.one_year:
+        start_ray()
+        driver_line(args.one_year * 1_000_000, args.runs)
+        ray.shutdown()
+        return
     sizes = [int(s) * 1_000_000 for s in args.sizes.split(",") if s]
-    start_ray()
     if sizes:
+        start_ray()
         partition_section(sizes, args)
-    if args.years:
-        driver_section([int(y) * 1_000_000 for y in args.years.split(",")], args.runs)
-    ray.shutdown()
+        ray.shutdown()
+    years = [int(y) for y in args.years.split(",") if y]
+    if years:
+        print(
+            "PostgreSQL, a year by month: the driver's peak RSS above idle, medians of "
+            f"{args.runs}; in brackets, of it, pages of Ray's object store mapped by "
+            f"zero-copy reads"
+        )
+        print(DRIVER_HEADER)
+        for year in years:
+            # A process of its own for each year: its idle RSS holds nothing of another.
+            command = [sys.executable, __file__, "--one-year", str(year), "--runs", str(args.runs)]
+            subprocess.run(command, check=True)
 
 
 if __name__ == "__main__":
