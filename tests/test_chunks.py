@@ -60,7 +60,7 @@ def test_a_retry_that_ends_before_the_rows_handed_on_is_refused():
 
 def test_a_plain_task_sends_about_a_chunk_of_rows_of_its_schema():
     narrow = pl.Schema({"v": pl.Int64})
-    wide = pl.Schema({f"s{i}": pl.String for i in range(40)})
+    wide = pl.Schema({f"s{i}": pl.String for i in range(20)})
     assert plain_rows(narrow) == 1_000_000  # 2M rows of Int64 fit: capped
-    assert plain_rows(wide) == CHUNK_BYTES // (40 * 32)  # 32 bytes a string
+    assert plain_rows(wide) == CHUNK_BYTES // (20 * 32)  # 32 bytes a string
     assert plain_rows(pl.Schema({f"s{i}": pl.String for i in range(4000)})) == 10_000

@@ -638,7 +638,7 @@ def test_a_non_lazyframe_is_refused():
 
 # 11. Periods larger than a chunk stream back ---------------------------------------------
 
-# 8M rows of (Date, Int64) in January, 96 MB: six chunks of 16 MiB.
+# 8M rows of (Date, Int64) in January, 96 MB: twelve chunks of 8 MiB.
 BIG_ROWS = 8_000_000
 
 
@@ -698,8 +698,8 @@ def killed_once_past(marker: Path, *, then_shuffle: bool = False) -> pl.LazyFram
             if offset >= 6_000_000 and not killed:
                 open(target, "w").close()
                 _os._exit(1)
-            if offset >= 3_000_000 and not killed:
-                _time.sleep(0.01)  # the driver takes the first chunk meanwhile
+            if offset >= 2_000_000 and not killed:
+                _time.sleep(0.05)  # the driver takes the first chunks meanwhile
             if predicate is not None:
                 batch = batch.filter(predicate)
             yield batch if with_columns is None else batch.select(with_columns)

@@ -64,7 +64,7 @@ def execute_on_ray(
         Passed to each Ray task's ``.options(...)``, e.g. ``{"num_cpus": 2}``.
     max_concurrency
         The most tasks in flight at once. Each sends its rows back as they come, in
-        chunks of about 16 MiB, and pauses while two of them wait unread: finished but
+        chunks of about 8 MiB, and pauses while two of them wait unread: finished but
         unread results never take more than ``max_concurrency * 2`` chunks of Ray's
         object store, and the driver reads one chunk at a time, in period order. So
         ``.sink_parquet(...)`` (or ``collect_batches()``) of the result holds a few
