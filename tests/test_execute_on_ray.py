@@ -678,7 +678,7 @@ def test_a_period_larger_than_a_chunk_comes_back_in_chunks_and_equals_polars(tmp
 
 def killed_once_past(marker: Path, *, then_shuffle: bool = False) -> pl.LazyFrame:
     """:func:`big_january` read from a source that kills its worker the first time it
-    passes 6M rows (past three chunks); with ``then_shuffle``, later reads give the rows
+    passes 6M rows (past several chunks); with ``then_shuffle``, later reads give the rows
     in reverse, as a database may give them in another order. It yields 100,000-row
     batches on demand, so Polars' streaming engine runs only a few batches ahead of the
     rows taken."""
@@ -693,6 +693,8 @@ def killed_once_past(marker: Path, *, then_shuffle: bool = False) -> pl.LazyFram
 
         killed = _os.path.exists(target)
         rows = frame.reverse() if killed and then_shuffle else frame
+        if n_rows is not None:
+            rows = rows.head(n_rows)  # as scan_db's LIMIT: a plain task reads no further
         for offset in range(0, rows.height, 100_000):
             batch = rows.slice(offset, 100_000)
             if offset >= 6_000_000 and not killed:
