@@ -11,12 +11,13 @@ mixed while another run overwrites the object.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -147,8 +148,15 @@ class ObjectStorage(Storage):
             raise self.error(exc, "read", key) from None
 
     def get(self, key: str) -> bytes:
-        try:
+        with self._reading(key):
             return bytes(obstore.get(self.store, key).bytes())
+
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """A GET of ``key``'s failures as a reader is told them: the object's URI when it
+        is missing, else what :meth:`error` makes of it."""
+        try:
+            yield
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
         except Exception as exc:
@@ -169,7 +177,7 @@ class ObjectStorage(Storage):
     def _download(self, key: str, version: str, file: BinaryIO) -> None:
         """``key`` into ``file`` from one GET, pinned to ``version``: should the client
         resume a broken download, it cannot splice in another version."""
-        try:
+        with self._reading(key):
             try:
                 result = obstore.get(self.store, key, options={"if_match": version or None})
             except obstore.exceptions.PreconditionError:
@@ -177,10 +185,6 @@ class ObjectStorage(Storage):
                 result = obstore.get(self.store, key)
             for chunk in result.stream(min_chunk_size=PART_BYTES):
                 file.write(memoryview(chunk))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
-        except Exception as exc:
-            raise self.error(exc, "read", key) from None
         if file.tell() != result.meta["size"]:
             raise StorageError(
                 f"reading {self.uri(key)} ended after {file.tell()} of {result.meta['size']} "
