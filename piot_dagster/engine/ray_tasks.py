@@ -571,14 +571,9 @@ def _retried(exc: ray.exceptions.RayError, options: Mapping[str, Any], failed: i
 def _next_chunk(
     handle: ray.ObjectRefGenerator, feasibility: _Feasibility, interrupts: Interrupts
 ) -> ray.ObjectRef | None:
-    """The reference of the generator's next chunk once it is ready, None at its end;
-    raising meanwhile an interrupt, and watching that some alive node can run it."""
-    while True:
-        interrupts.check()
-        ready, _ = ray.wait([handle], timeout=POLL_S, fetch_local=False)
-        if ready:
-            return next(handle, None)
-        feasibility.check()
+    """The reference of the generator's next chunk once it is ready, None at its end."""
+    _wait(handle, feasibility, interrupts)
+    return next(handle, None)
 
 
 def _stop(
@@ -652,14 +647,20 @@ class Unschedulable(Exception):
 
 
 def _result(ref: ray.ObjectRef, feasibility: _Feasibility, interrupts: Interrupts) -> Any:
-    """A plain task's result, raising meanwhile an interrupt,
-    and watching that some alive node can run the task."""
+    """A plain task's result, once it is ready."""
+    _wait(ref, feasibility, interrupts)
+    return ray.get(ref)
+
+
+def _wait(handle: Handle, feasibility: _Feasibility, interrupts: Interrupts) -> None:
+    """Return once ``handle`` (a plain task's result, or a streaming task's next chunk) is
+    ready, raising meanwhile an interrupt, and watching that some alive node can run the
+    task."""
     while True:
         interrupts.check()
-        try:
-            return ray.get(ref, timeout=POLL_S)
-        except ray.exceptions.GetTimeoutError:
-            feasibility.check()
+        if ray.wait([handle], timeout=POLL_S)[0]:
+            return
+        feasibility.check()
 
 
 class _Feasibility:
