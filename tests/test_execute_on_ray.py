@@ -678,10 +678,11 @@ def test_a_period_larger_than_a_chunk_comes_back_in_chunks_and_equals_polars(tmp
 
 def killed_once_past(marker: Path, *, then_shuffle: bool = False) -> pl.LazyFrame:
     """:func:`big_january` read from a source that kills its worker the first time it
-    passes 6M rows (past several chunks); with ``then_shuffle``, later reads give the rows
-    in reverse, as a database may give them in another order. It yields 100,000-row
+    has yielded 6M rows (past several chunks); with ``then_shuffle``, later reads give the
+    rows in reverse, as a database may give them in another order. It yields 100,000-row
     batches on demand, so Polars' streaming engine runs only a few batches ahead of the
-    rows taken."""
+    rows taken. Only rows that pass the pushed filter count: February's task reads all of
+    January to find none, and must not be the one killed."""
     target = str(marker)
     frame = big_january()
 
@@ -695,15 +696,17 @@ def killed_once_past(marker: Path, *, then_shuffle: bool = False) -> pl.LazyFram
         rows = frame.reverse() if killed and then_shuffle else frame
         if n_rows is not None:
             rows = rows.head(n_rows)  # as scan_db's LIMIT: a plain task reads no further
+        yielded = 0
         for offset in range(0, rows.height, 100_000):
             batch = rows.slice(offset, 100_000)
-            if offset >= 6_000_000 and not killed:
-                open(target, "w").close()
-                _os._exit(1)
-            if offset >= 2_000_000 and not killed:
-                _time.sleep(0.05)  # the driver takes the first chunks meanwhile
             if predicate is not None:
                 batch = batch.filter(predicate)
+            if yielded >= 6_000_000 and not killed:
+                open(target, "w").close()
+                _os._exit(1)
+            if yielded >= 2_000_000 and not killed:
+                _time.sleep(0.05)  # the driver takes the first chunks meanwhile
+            yielded += batch.height
             yield batch if with_columns is None else batch.select(with_columns)
 
     return register_io_source(source, schema=frame.schema)
