@@ -235,7 +235,7 @@ def test_the_readme_yaml_example_loads_and_launches_through_the_component(tmp_pa
     env = user_env(
         RAY_ADDRESS=ray.get_runtime_context().gcs_address,  # the tests' Ray, to join
         DAGSTER_HOME=str(home),
-        TRADES_DB=f"sqlite:///{database}",
+        PIOT_SOURCE_URI=f"sqlite:///{database}",
         PYTHONPATH=os.pathsep.join([str(root / "src"), str(ROOT)]),
     )
 
