@@ -1,0 +1,63 @@
+"""A run failing on bad input fails with a Dagster ``Failure`` whose description is the
+reason, so the first lines a user reads say what to fix, not pages of our own frames."""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+
+from piot_dagster import errors
+from piot_dagster.sql.connection import DatabaseError
+
+__all__ = ["as_failure"]
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+# Ours by type. (Once every error derives from errors.PiotError, that base alone.)
+_TYPED: tuple[type[BaseException], ...] = (
+    *(
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, Exception)
+    ),
+    DatabaseError,
+)
+# Ours by where they were raised: a built-in error that our own code raised about its
+# input (a setting, a column, a connection, a missing driver).
+_BY_ORIGIN = (ValueError, TypeError, LookupError, ImportError, ConnectionError, OSError)
+
+
+@contextlib.contextmanager
+def as_failure() -> Iterator[None]:
+    """Our errors about the run's input, raised inside the block, as ``dg.Failure`` with
+    the error's message (and notes) as description; the original traceback goes into
+    the failure's metadata. Anything else passes unchanged."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as exc:
+        if not _ours(exc):
+            raise
+        reason = "\n".join([str(exc), *getattr(exc, "__notes__", ())])
+        trace = "".join(traceback.format_exception(exc))
+        raise dg.Failure(
+            description=reason,
+            metadata={
+                "error": f"{type(exc).__module__}.{type(exc).__qualname__}",
+                "traceback": dg.MetadataValue.text(trace),
+            },
+            allow_retries=False,
+        ) from None
+
+
+def _ours(exc: BaseException) -> bool:
+    if isinstance(exc, _TYPED):
+        return True
+    if not isinstance(exc, _BY_ORIGIN):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE)
