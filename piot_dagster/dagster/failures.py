@@ -13,7 +13,7 @@ import dagster as dg
 from piot_dagster import errors
 from piot_dagster.sql.connection import DatabaseError
 
-__all__ = ["as_failure"]
+__all__ = ["as_failure", "failure"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 # Ours by type. (Once every error derives from errors.PiotError, that base alone.)
@@ -42,16 +42,35 @@ def as_failure() -> Iterator[None]:
     except Exception as exc:
         if not _ours(exc):
             raise
-        reason = "\n".join([str(exc), *getattr(exc, "__notes__", ())])
-        trace = "".join(traceback.format_exception(exc))
-        raise dg.Failure(
-            description=reason,
-            metadata={
-                "error": f"{type(exc).__module__}.{type(exc).__qualname__}",
-                "traceback": dg.MetadataValue.text(trace),
-            },
-            allow_retries=False,
-        ) from None
+        raise failure(exc) from None
+
+
+def failure(exc: Exception) -> dg.Failure:
+    """``exc`` as a ``dg.Failure`` whose description is its message and notes, and which
+    is still an instance of ``exc``'s class with its attributes, so a caller's ``except
+    ValueError`` (or ``except StorageError``) keeps working; its traceback goes into the
+    failure's metadata."""
+    kind = type(exc)
+    if kind not in _CLASSES:
+        # Neither class's __init__ runs: the attributes are set below.
+        _CLASSES[kind] = type(
+            "Failure",
+            (dg.Failure, kind),
+            {"__init__": lambda self, *args, **kwargs: None, "__module__": "dagster"},
+        )
+    made = _CLASSES[kind].__new__(_CLASSES[kind], str(exc))
+    made.__dict__.update({k: v for k, v in vars(exc).items() if k != "__notes__"})
+    made.description = "\n".join([str(exc), *getattr(exc, "__notes__", ())])
+    made.metadata = {
+        "error": dg.MetadataValue.text(f"{kind.__module__}.{kind.__qualname__}"),
+        "traceback": dg.MetadataValue.text("".join(traceback.format_exception(exc))),
+    }
+    made.allow_retries = False
+    made.args = (made.description,)
+    return made
+
+
+_CLASSES: dict[type[Exception], type[dg.Failure]] = {}
 
 
 def _ours(exc: BaseException) -> bool:
