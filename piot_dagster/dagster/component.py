@@ -18,6 +18,7 @@ literal secret in ``storage_options`` (both must come from ``{{ env.NAME }}``).
 """
 
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Self
@@ -51,9 +52,10 @@ TimeUnitName = Literal["hourly", "daily", "weekly", "monthly", "yearly"]
 assert set(TIME_UNITS) == set(TimeUnitName.__args__)  # type: ignore[attr-defined]
 
 
-def _secret_refused(context: dg.ResolutionContext, message: str) -> ResolutionException:
+def _at_line(context: dg.ResolutionContext, message: str) -> ResolutionException:
     """An error naming the attribute's file and line, but not showing the line (as
-    Dagster's own errors do): it holds a secret."""
+    Dagster's own errors do): it may hold a secret, or belong to an attribute other than
+    the one being resolved."""
     where = ".".join(str(part) for part in context.path)
     tree = context.source_position_tree
     if tree is not None:
@@ -72,7 +74,7 @@ def _resolve_connection(context: dg.ResolutionContext, raw: str) -> str | dg.Env
     value = context.resolve_value(raw, as_type=str)
     password = Connection.parse(value).password
     if password and password in raw:
-        raise _secret_refused(
+        raise _at_line(
             context,
             "connection holds a literal password; take the connection string (or its "
             'password) from an environment variable: connection: "{{ env.TRADES_DB }}"',
@@ -93,7 +95,7 @@ def _resolve_storage_options(
         if whole:
             options[key] = dg.EnvVar(whole.group(1))
         elif is_secret(key):
-            raise _secret_refused(
+            raise _at_line(
                 context.at_path(key),
                 f"storage_options[{key!r}] is written literally; a secret must come from an "
                 f'environment variable: {key}: "{{{{ env.NAME }}}}"',
@@ -199,8 +201,29 @@ class Partitions(dg.Resolvable):
 
 def _resolve_partitions(context: dg.ResolutionContext, model: BaseModel) -> Partitions:
     partitions = Partitions.resolve_from_model(context, model)
-    partitions.definition()  # a bad start, end or zone is refused here, at its line
+    try:
+        partitions.definition()
+    except ValueError as exc:
+        # A bad start, end or zone is refused here, at the line of the attribute at fault.
+        raise _at_line(context.at_path(_culprit(partitions, str(exc))), str(exc)) from None
     return partitions
+
+
+def _culprit(partitions: Partitions, message: str) -> str:
+    """Which of ``partitions``' attributes ``message`` (refusing them) is about."""
+    if "must come after start" in message:
+        return "end"
+    if partitions.static is not None and "static.name" in message:
+        return "static"
+    try:
+        zoneinfo.ZoneInfo(partitions.timezone)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return "timezone"
+    try:
+        time_partitions(partitions.time_unit, str(partitions.start))
+    except ValueError:
+        return "start"
+    return "end"
 
 
 @dataclass
