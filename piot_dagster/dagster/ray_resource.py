@@ -188,10 +188,7 @@ def _answers(address: str | None, timeout: float) -> None:
     except ValueError:
         host, port = None, None
     if host is None or port is None:
-        raise ValueError(
-            f"Ray address {address!r} names no host and port: write 'ray://host:10001' or "
-            f"'host:6379'"
-        )
+        return  # Ray's own defaults and errors apply
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
