@@ -65,7 +65,7 @@ def failure(exc: Exception) -> dg.Failure:
         "error": dg.MetadataValue.text(f"{kind.__module__}.{kind.__qualname__}"),
         "traceback": dg.MetadataValue.text("".join(traceback.format_exception(exc))),
     }
-    made.allow_retries = False
+    made.allow_retries = True  # a retry policy the user set still applies
     made.args = (made.description,)
     return made
 
