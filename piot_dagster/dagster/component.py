@@ -366,6 +366,17 @@ class Ray(dg.Resolvable):
         return RayResource(**fields)
 
 
+def _resolve_ray(context: dg.ResolutionContext, model: BaseModel | None) -> Ray | None:
+    if model is None:
+        return None
+    ray = Ray.resolve_from_model(context, model)
+    try:
+        ray.resource_object()  # both resource and fields are refused here, at the line
+    except ValueError as exc:
+        raise _at_line(context.at_path("resource"), str(exc)) from None
+    return ray
+
+
 @dataclass
 class IOManagerOptions(dg.Resolvable):
     """The IO managers' options (the other settings are per asset: output, remote_options,
@@ -486,8 +497,10 @@ class PartitionedQuery(dg.Component, dg.Resolvable):
     ] = None
     ray: Annotated[
         Ray | None,
-        dg.Resolver.default(
-            description="The run's Ray (default: a local cluster, or an embedded one)."
+        dg.Resolver(
+            _resolve_ray,
+            model_field_type=Ray.model() | None,
+            description="The run's Ray (default: a local cluster, or an embedded one).",
         ),
     ] = None
     io_manager: Annotated[
