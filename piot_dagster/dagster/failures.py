@@ -59,14 +59,14 @@ def failure(exc: Exception) -> dg.Failure:
             {"__init__": lambda self, *args, **kwargs: None, "__module__": "dagster"},
         )
     made = _CLASSES[kind].__new__(_CLASSES[kind], str(exc))
-    made.__dict__.update({k: v for k, v in vars(exc).items() if k != "__notes__"})
+    made.__dict__.update(vars(exc))  # its attributes, and its notes, printed after it
     made.description = "\n".join([str(exc), *getattr(exc, "__notes__", ())])
     made.metadata = {
         "error": dg.MetadataValue.text(f"{kind.__module__}.{kind.__qualname__}"),
         "traceback": dg.MetadataValue.text("".join(traceback.format_exception(exc))),
     }
     made.allow_retries = True  # a retry policy the user set still applies
-    made.args = (made.description,)
+    made.args = (str(exc),)
     return made
 
 
