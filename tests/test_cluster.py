@@ -279,7 +279,8 @@ DRIVER = textwrap.dedent(
     stamps = pl.datetime_range(dt.datetime(2024, 1, 1), dt.datetime(2024, 3, 31), "6h", eager=True)
     frame = pl.DataFrame({"ts": stamps, "v": pl.int_range(stamps.len(), eager=True)})
     ray = RayResource(address=address)
-    with dg.build_resources({"ray": ray}):
+    with dg.build_resources({"ray": ray}) as resources:
+        resources.ray.connect()  # it connects on first use: here Ray is used directly
         window = (dt.datetime(2024, 1, 15), dt.datetime(2024, 3, 1))
         query = frame.lazy().filter(pl.col("ts").is_between(*window, closed="left"))
         for how in ("arrow", "ipc", "parquet"):

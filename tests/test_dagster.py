@@ -148,7 +148,10 @@ def test_ray_resource_starts_and_stops_only_its_own_cluster():
     context = dg.build_init_resource_context()
     resource.setup_for_execution(context)
     try:
+        assert not ray.is_initialized(), "Ray starts on first use, not with the resource"
+        resource.connect()
         assert ray.is_initialized()
+        assert resource.started_cluster
         assert ray.cluster_resources()["CPU"] == 1
     finally:
         resource.teardown_after_execution(context)

@@ -99,10 +99,30 @@ def partition_checks(
                         )
                     )
         # Each partition's result is logged above: a check result yielded here could name
-        # only one partition, and a single-run backfill checks many.
-        yield from ()
+        # only one partition, and a single-run backfill checks many. Each selected check's
+        # output is then yielded, as Dagster does for a check result, so the step does not
+        # report outputs it "did not yield".
+        for check_key in context.selected_asset_check_keys:
+            output = _checks.get_output_name_for_asset_check_key(check_key)
+            yield dg.Output(None, output_name=output)
 
-    return _checks
+    with using_preview("execution_type"):
+        return _ClassKept(**_checks.get_attributes_dict())
+
+
+class _ClassKept(dg.AssetChecksDefinition):
+    """Asset checks that stay an ``AssetChecksDefinition`` when Dagster copies them.
+
+    A component's definitions get metadata added with ``with_attributes``, which returns
+    a plain ``AssetsDefinition`` for asset checks (dagster-io/dagster#22064); Dagster then
+    rebuilds an ``AssetChecksDefinition`` from it with the beta ``execution_type``
+    parameter, warning "BetaWarning: Parameter `execution_type`" on every load and run.
+    Copies of this class are made as this class, which the warning does not concern."""
+
+    @staticmethod
+    def dagster_internal_init(**attributes: Any) -> "_ClassKept":  # type: ignore[override]
+        with using_preview("execution_type"):
+            return _ClassKept(**attributes)
 
 
 def _judge(

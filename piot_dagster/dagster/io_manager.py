@@ -18,11 +18,12 @@ import polars as pl
 from pydantic import Field
 
 from piot_dagster.dagster.cells import Cell, cell_filter, cell_of, check_partitions
+from piot_dagster.dagster.failures import as_failure
 from piot_dagster.dagster.formats.base import Listing, Place
 from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
 from piot_dagster.dagster.planned import plan_each, plan_unstored
 from piot_dagster.dagster.progress import Progress
-from piot_dagster.dagster.ray_resource import RayResource
+from piot_dagster.dagster.ray_resource import RayConnection, RayResource, connected
 from piot_dagster.dagster.reading import Wanted
 from piot_dagster.dagster.settings import Settings, resolve
 from piot_dagster.dagster.visibility import seen, unseen
@@ -44,6 +45,8 @@ class RayIOManager(dg.ConfigurableIOManager):
     implements the abstract steps below; its fields beyond these are its own settings,
     which an asset's metadata overrides as it does the shared ones."""
 
+    # A piot_dagster RayResource, or a dagster-ray resource (LocalRay, KubeRayCluster,
+    # KubeRayInteractiveJob): connected on the fan-out's first use, see `connected`.
     ray: dg.ResourceDependency[RayResource]
     base_dir: str | None = Field(
         default=None,
@@ -75,6 +78,10 @@ class RayIOManager(dg.ConfigurableIOManager):
     # -- writing ----------------------------------------------------------------------
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        with as_failure():
+            self._handle_output(context, obj)
+
+    def _handle_output(self, context: dg.OutputContext, obj: object) -> None:
         asset = context.asset_key.to_user_string()
         if obj is None and Wanted.of(context.dagster_type.typing_type).optional:
             context.log.info(f"asset {asset} returned None: nothing was stored")
@@ -102,7 +109,7 @@ class RayIOManager(dg.ConfigurableIOManager):
             date_column = column if column in schema else None
             writer = self.writer(place, plan, None, date_column=date_column, window=None)
             work = [(_ALL_TIME, _writing_task(pl.lit(True), writer))]
-        cluster = self._lasting_cluster()
+        cluster = _lasting_cluster(connected(self.ray, context))
         started = dt.datetime.now()
         keys = _keys(context)
         key_of = {period.label: key for key, (period, _) in zip(keys, work, strict=True)}
@@ -209,6 +216,10 @@ class RayIOManager(dg.ConfigurableIOManager):
     # -- reading ----------------------------------------------------------------------
 
     def load_input(self, context: dg.InputContext) -> object:
+        with as_failure():
+            return self._load_input(context)
+
+    def _load_input(self, context: dg.InputContext) -> object:
         asset = context.asset_key.to_user_string()
         upstream = context.upstream_output
         settings = self._settings(upstream.definition_metadata if upstream else None, asset)
@@ -320,13 +331,6 @@ class RayIOManager(dg.ConfigurableIOManager):
         path = tuple(context.asset_key.path)
         return Place(storage, path, asset, context.has_asset_partitions, settings)
 
-    def _lasting_cluster(self) -> Cluster | None:
-        """The Ray cluster, where it outlives the run (one this run started does not)."""
-        address = self.ray.cluster_address
-        if address is None or self.ray.started_cluster:
-            return None
-        return Cluster(address, self.ray.dashboard_url)
-
     def _settings(self, metadata: Mapping[str, Any] | None, asset: str) -> Settings:
         own = sorted(type(self).model_fields.keys() - RayIOManager.model_fields.keys())
         return resolve(self.model_dump(exclude={"ray"}), metadata, asset, own)
@@ -341,6 +345,14 @@ class RayIOManager(dg.ConfigurableIOManager):
                 )
             base_dir = instance.storage_directory()
         return open_storage(base_dir, settings.storage_options)
+
+
+def _lasting_cluster(ray: RayConnection) -> Cluster | None:
+    """The Ray cluster, where it outlives the run (one this run started does not)."""
+    address = ray.cluster_address
+    if address is None or ray.started_cluster:
+        return None
+    return Cluster(address, ray.dashboard_url)
 
 
 def _columns(value: object, asset: str) -> list[str] | None:

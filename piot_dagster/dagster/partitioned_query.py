@@ -7,6 +7,7 @@ very function, so a YAML definition and a Python one are the same assets.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,22 +16,19 @@ import polars as pl
 
 from piot_dagster.dagster.cells import check_partitions
 from piot_dagster.dagster.checks import partition_checks
+from piot_dagster.dagster.failures import as_failure
 from piot_dagster.dagster.formats.registry import FORMATS, StoredAs
-from piot_dagster.dagster.ray_resource import RayResource
+from piot_dagster.dagster.previews import using_preview
+from piot_dagster.dagster.resources import io_managers
 from piot_dagster.dagster.settings import env_value
 from piot_dagster.dagster.source_table import SourceTable
 from piot_dagster.sql import scan_db
 from piot_dagster.sql.connection import Connection
 from piot_dagster.sql.dialects import GENERIC
+from piot_dagster.sql.pushdown import parse_query
 from piot_dagster.sql.schema import named_columns
 
 __all__ = ["partitioned_query"]
-
-# One IO manager of each format, shared by every definition this module makes: Dagster
-# merges definitions whose resources under one key are the same object, and refuses two
-# objects, equal or not.
-_RAY = RayResource()
-_IO_MANAGERS = {f.resource_key: f.io_manager(ray=_RAY) for f in FORMATS.values()}
 
 
 def partitioned_query(
@@ -57,6 +55,10 @@ def partitioned_query(
     kinds: Sequence[str] | None = None,
     description: str | None = None,
     deps: Sequence[str] = (),
+    tags: Mapping[str, str] | None = None,
+    owners: Sequence[str] | None = None,
+    ray: Any = None,
+    infeasible_timeout_s: float | None = None,
 ) -> dg.Definitions:
     """Definitions of one time-partitioned asset ``name`` over ``query`` on ``connection``.
 
@@ -68,7 +70,14 @@ def partitioned_query(
     run as one fan-out. ``checks`` (or ``min_rows``) adds :func:`partition_checks`;
     ``source_sensor`` adds the ``SourceTable`` of the query as the asset's upstream, with
     the sensor that refreshes exactly the partitions whose rows changed. ``deps`` are
-    other upstream asset keys (``"a/b"`` for a key of two parts), for lineage.
+    other upstream asset keys (``"a/b"`` for a key of two parts), for lineage; ``tags``
+    and ``owners`` are the asset's.
+
+    ``ray`` is the run's Ray: a :class:`RayResource` (default ``RayResource()``) or a
+    dagster-ray resource (``LocalRay``, ``KubeRayCluster``, ``KubeRayInteractiveJob``);
+    ``infeasible_timeout_s`` is the IO managers'. Assets of equal settings share one IO
+    manager under one key; other settings get a key of their own
+    (:mod:`piot_dagster.dagster.resources` says how it is derived).
 
     ``connection`` may be a ``dg.EnvVar``: it is read when the asset runs (and, for the
     sensor, when the definitions load), so the password is in no definition.
@@ -93,7 +102,10 @@ def partitioned_query(
         check_partitions(partitions_def)
     except TypeError as exc:
         raise TypeError(f"{where}: {exc}") from None
+    check_query(query, connection)
     check_date_column(query, connection, date_column)
+    options = {} if infeasible_timeout_s is None else {"infeasible_timeout_s": infeasible_timeout_s}
+    suffix, resources = io_managers(ray, options)
     metadata: dict[str, Any] = {"date_column": date_column}
     for key, value in (
         ("partition_columns", partition_columns),
@@ -120,23 +132,31 @@ def partitioned_query(
             partitions_def=partitions_def,
         )
 
-    @dg.asset(
-        name=name,
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        metadata=metadata,
-        io_manager_key=FORMATS[stored_as].resource_key,
-        kinds=set(kinds) if kinds is not None else {"polars", "ray", stored_as},
-        deps=[
-            *(dg.AssetKey.from_user_string(key) for key in deps),
-            *([table.asset] if table is not None else []),
-        ],
-        group_name=group_name,
-        automation_condition=automation_condition,
-        description=description or f"The partition's rows of: {query}",
-    )
+    # A single-run backfill is what this pattern is: its beta warning teaches the user
+    # nothing (their own use of the parameter still warns).
+    with using_preview("backfill_policy"):
+        asset_decorator = dg.asset(
+            name=name,
+            partitions_def=partitions_def,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            metadata=metadata,
+            io_manager_key=FORMATS[stored_as].resource_key + suffix,
+            kinds=set(kinds) if kinds is not None else {"polars", "ray", stored_as},
+            deps=[
+                *(dg.AssetKey.from_user_string(key) for key in deps),
+                *([table.asset] if table is not None else []),
+            ],
+            group_name=group_name,
+            automation_condition=automation_condition,
+            description=description or f"The partition's rows of: {query}",
+            tags=tags,
+            owners=owners,
+        )
+
+    @asset_decorator
     def query_asset() -> pl.LazyFrame:
-        return scan_db(query, connection=env_value(connection, f"{where}: connection"))
+        with as_failure():
+            return scan_db(query, connection=env_value(connection, f"{where}: connection"))
 
     return dg.Definitions(
         assets=[query_asset] + ([table.asset] if table is not None else []),
@@ -157,8 +177,22 @@ def partitioned_query(
             if table is not None
             else []
         ),
-        resources=_IO_MANAGERS,
+        resources=resources,
     )
+
+
+def check_query(query: str, connection: str | dg.EnvVar | None) -> None:
+    """Refuse a ``query`` that is not one SELECT statement in the connection's dialect,
+    read from its text without the database. While the connection is unknown (None, or
+    an unset environment variable) only scan_db checks it, when the asset runs: another
+    dialect could refuse what the database's accepts."""
+    text = connection.get_value() if isinstance(connection, dg.EnvVar) else connection
+    if text:
+        try:
+            parse_query(query, Connection.parse(text).dialect)
+        except ValueError as exc:
+            # sqlglot underlines the offending token with terminal escapes.
+            raise ValueError(re.sub(r"\x1b\[[0-9;]*m", "", str(exc))) from None
 
 
 def check_date_column(query: str, connection: str | dg.EnvVar | None, date_column: str) -> None:

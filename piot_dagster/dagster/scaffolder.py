@@ -66,7 +66,26 @@ attributes:
   #   running: false
   # Declarative Automation, e.g. recompute a partition when its upstream changes.
   # automation_condition: "{{{{ dg.AutomationCondition.eager() }}}}"
+  # The run's Ray (default: a running local cluster, else an embedded one), started by
+  # the step that runs the tasks, never by the checks. Assets of equal ray and
+  # io_manager settings share one IO manager.
+  # ray:
+  #   address: ray://head:10001
+  #   num_cpus: 4
+  #   num_gpus: 0
+  #   runtime_env: {{env_vars: {{POLARS_MAX_THREADS: "2"}}}}
+  #   include_dashboard: false
+  #   namespace: lake
+  #   connect_timeout_s: 10
+  #   # Instead of the fields above: a Ray resource built in Python (dagster-ray's
+  #   # LocalRay, KubeRayCluster...), a template variable of template_vars_module.
+  #   resource: "{{{{ ray_cluster }}}}"
+  # io_manager:
+  #   # How long tasks may wait for a node offering what they ask for.
+  #   infeasible_timeout_s: 60
   # group_name: trades
+  # tags: {{team: markets}}
+  # owners: ["team:markets"]
   # Other upstream assets, for lineage.
   # deps: [raw_trades]
   # kinds: [polars, ray, parquet]
