@@ -25,12 +25,18 @@ $(STAMP): pyproject.toml | $(HOME_DIR)/dagster.yaml .env
 # about it on every start.
 RAY_AUTH := RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token}
 
-demo: $(STAMP)
-	@DAGSTER_HOME=$(HOME_DIR) $(RAY_AUTH) $(PY) definitions.py $(DEMO_ARGS)
+# The example database the code location reads (PIOT_TRADES_DB moves it), built once.
+TRADES_DB := $(or $(PIOT_TRADES_DB),data/trades.db)
+
+$(TRADES_DB): | $(STAMP)
+	@$(PY) -m scripts.trades_db
+
+demo: $(STAMP) $(TRADES_DB)
+	@DAGSTER_HOME=$(HOME_DIR) $(RAY_AUTH) $(PY) -m scripts.demo $(DEMO_ARGS)
 
 # One local Ray cluster for the session, which every run joins (unless RAY_ADDRESS or a
 # `ray start --head` of yours is there to use), stopped when the UI stops.
-ui: $(STAMP)
+ui: $(STAMP) $(TRADES_DB)
 	@DAGSTER_HOME=$(HOME_DIR) $(RAY_AUTH) $(PY) -m piot_dagster.dagster.session_cluster \
 		$(VENV)/bin/dagster dev -f definitions.py -h 127.0.0.1 -p 3000
 

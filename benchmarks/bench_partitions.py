@@ -15,6 +15,8 @@ Times are medians of ``--runs`` runs, with Ray started before timing.
 import importlib.util
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,31 +25,33 @@ import dagster as dg
 from bench_engine import arguments, memory_mb, peak_growth, start_ray, timed
 
 from piot_dagster import RayParquetIOManager, RayResource
+from piot_dagster.dagster.formats.registry import FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / ".data"
 
 
-def location() -> object:
-    """definitions.py, with its database in benchmarks/.data."""
+def location() -> dg.Definitions:
+    """The code location (definitions.py), with its database in benchmarks/.data."""
     os.environ["PIOT_TRADES_DB"] = str(DATA / "demo_trades.db")
+    DATA.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-m", "scripts.trades_db"], cwd=ROOT, check=True)
     spec = importlib.util.spec_from_file_location("piot_definitions", ROOT / "definitions.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    DATA.mkdir(exist_ok=True)
-    module.ensure_trades_db()
-    return module
+    return module.defs()
 
 
-def cells(module: object, runs: int) -> None:
+def cells(defs: dg.Definitions, runs: int) -> None:
     """(a): 7,300 cells as one run."""
-    asset = module.trades_by_symbol  # type: ignore[attr-defined]
+    asset = defs.get_assets_def("trades_by_symbol")
     tags = {
         "dagster/asset_partition_range_start": "2024-01-01|SYM00",
         "dagster/asset_partition_range_end": "2024-12-30|SYM19",
     }
     with tempfile.TemporaryDirectory() as directory, dg.instance_for_test() as instance:
-        resources = {"io_manager": RayParquetIOManager(ray=RayResource(), base_dir=directory)}
+        io_manager = RayParquetIOManager(ray=RayResource(), base_dir=directory)
+        resources = {FORMATS["parquet"].resource_key: io_manager}
 
         def one() -> None:
             key = dg.MultiPartitionKey({"date": "2024-06-03", "symbol": "SYM07"})
@@ -68,10 +72,9 @@ def cells(module: object, runs: int) -> None:
     print(f"    driver peak RSS {base + all_rss:.0f} MB, one cell {base + one_rss:.0f} MB")
 
 
-def tick(module: object, runs: int) -> None:
+def tick(defs: dg.Definitions, runs: int) -> None:
     """(b): a quiet tick over 1,096 days, and the GROUP BY without its checksum."""
-    sensor = module.trades_daily_refresh  # type: ignore[attr-defined]
-    defs = module.defs  # type: ignore[attr-defined]
+    (sensor,) = defs.sensors
     with dg.instance_for_test() as instance:
 
         def evaluate() -> object:
@@ -99,10 +102,10 @@ def tick(module: object, runs: int) -> None:
 
 def main() -> None:
     args = arguments(rows=False)
-    module = location()
+    defs = location()
     start_ray()
-    cells(module, args.runs)
-    tick(module, args.runs)
+    cells(defs, args.runs)
+    tick(defs, args.runs)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from definitions import ensure_trades_db
+    from scripts.trades_db import ensure_trades_db
 
     ensure_trades_db()
     print(

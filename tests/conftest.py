@@ -15,8 +15,8 @@ from hypothesis import settings
 
 import tests
 from piot_dagster import RayDeltaIOManager, RayParquetIOManager
+from scripts.trades_db import ensure_trades_db
 from tests import servers
-from tests.dagster_server import load_definitions
 
 # Ray warns about token authentication on every start; tests don't need to see it.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -49,8 +49,8 @@ def ray_cluster(_ray_session: None) -> None:
 
 @pytest.fixture(scope="session")
 def trades_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example database, built once by the code location's own first-use builder."""
-    return load_definitions().ensure_trades_db(tmp_path_factory.mktemp("demo") / "trades.db")
+    """The example database, built once by the project's builder (scripts/trades_db.py)."""
+    return ensure_trades_db(tmp_path_factory.mktemp("demo") / "trades.db")
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The code location and Dagster's processes as a user starts them: definitions.py loaded
-in process, the `dagster` CLI, and `dagster dev` for the tests that drive GraphQL."""
+in process (the definitions under defs/), the `dagster` CLI, and `dagster dev` for the
+tests that drive GraphQL."""
 
 import contextlib
 import fcntl
@@ -189,8 +190,10 @@ def project_files(folder: Path) -> Path:
     return home
 
 
-def load_definitions() -> object:
+def load_definitions() -> dg.Definitions:
+    """The code location as definitions.py gives it, built anew: its modules read the
+    environment (PIOT_TRADES_DB, PIOT_SOURCE_URI ...) when their definitions are built."""
     spec = importlib.util.spec_from_file_location("piot_definitions", ROOT / "definitions.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return module.defs()

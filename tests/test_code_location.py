@@ -1,5 +1,6 @@
-"""definitions.py as users meet it: validated by the dagster CLI, run by the demo and the
-CLI, served by `dagster dev` and driven through GraphQL; and the refresh sensor."""
+"""The code location as users meet it (definitions.py over defs/): validated by the dagster
+CLI, run by the demo (scripts/demo.py) and the CLI, served by `dagster dev` and driven
+through GraphQL; and the refresh sensor."""
 
 import datetime as dt
 import os
@@ -23,6 +24,11 @@ from dotenv import dotenv_values
 from polars.testing import assert_frame_equal
 
 import piot_dagster
+from defs.analytics import summarize
+from defs.trades import QUERY, source, source_table
+from piot_dagster.dagster.formats.registry import FORMATS
+from piot_dagster.dagster.reading import not_stored, ranges
+from scripts.trades_db import ensure_trades_db, synthetic_trades
 from tests.dagster_server import (
     BIN,
     ROOT,
@@ -46,8 +52,42 @@ def test_the_dagster_cli_validates_the_code_location(location_env):
     run_cli([str(BIN / "dagster"), "definitions", "validate", "-f", "definitions.py"], location_env)
 
 
-def test_the_code_location_defines_what_the_readme_promises():
-    defs = load_definitions().defs
+def test_definitions_py_loads_from_anywhere_without_the_repository_on_the_path(
+    location_env, tmp_path
+):
+    """defs/ is imported as an installed package (the project's), not through sys.path:
+    the file loads from another folder, with no PYTHONPATH."""
+    env = {k: v for k, v in location_env.items() if k != "PYTHONPATH"}
+    dagster = str(BIN / "dagster")
+    run_cli(
+        [dagster, "definitions", "validate", "-f", str(ROOT / "definitions.py")], env, cwd=tmp_path
+    )
+    source = (ROOT / "definitions.py").read_text()
+    assert "sys.path" not in source
+    assert len(source.splitlines()) <= 25, "definitions.py only loads defs/"
+    for module in (ROOT / "defs").glob("*.py"):
+        text = module.read_text()
+        assert "sys.path" not in text, module
+        assert "fcntl" not in text, module
+        assert "filterwarnings" not in text, module
+
+
+def test_without_the_database_loading_fails_saying_how_to_build_it(location_env, tmp_path):
+    env = {**location_env, "PIOT_TRADES_DB": str(tmp_path / "absent.db")}
+    command = [str(BIN / "dagster"), "definitions", "validate", "-f", "definitions.py"]
+    failed = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert failed.returncode != 0
+    said = (
+        f"the trades database {tmp_path / 'absent.db'} does not exist: build it with "
+        f"`python -m scripts.trades_db` (or `make demo`), or set PIOT_SOURCE_URI"
+    )
+    assert said in failed.stdout + failed.stderr
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_the_code_location_defines_what_the_readme_promises(location_env, monkeypatch):
+    monkeypatch.setenv("PIOT_TRADES_DB", location_env["PIOT_TRADES_DB"])
+    defs = load_definitions()
     for name, unit in (
         ("trades_daily", "daily"),
         ("trades_weekly", "weekly"),
@@ -62,31 +102,72 @@ def test_the_code_location_defines_what_the_readme_promises():
     assert delta.partitions_def == defs.get_assets_def("trades_daily").partitions_def
     assert delta.backfill_policy == dg.BackfillPolicy.single_run()
     assert delta.specs_by_key[delta.key].kinds == {"polars", "ray", "delta"}
-    assert isinstance(defs.resources["delta_io_manager"], piot_dagster.RayDeltaIOManager)
     by_symbol = defs.get_assets_def("trades_by_symbol").partitions_def
     assert isinstance(by_symbol, dg.MultiPartitionsDefinition)
     assert [d.name for d in by_symbol.partitions_defs] == ["date", "symbol"]
     vwap = defs.get_assets_def("daily_vwap")
     assert piot_dagster.partition_unit(vwap.partitions_def) == "daily"
     assert vwap.specs_by_key[vwap.key].automation_condition is not None
-    assert defs.get_assets_def("trades_table").is_observable
     summary = defs.get_assets_def("daily_summary")
     assert summary.partitions_def is None, "one frame of every stored day"
     assert summary.dependency_keys == {dg.AssetKey("trades_daily")}
-    assert defs.resolve_job_def("daily_summary_job")
     graph = defs.resolve_asset_graph()
-    assert dg.AssetKey("trades_table") in graph.get(dg.AssetKey("trades_daily")).parent_keys
-    assert len(list(graph.asset_check_keys)) == 8, "four checks each of trades_daily(_delta)"
-    assert defs.get_sensor_def("trades_daily_source_changes")
+    assert graph.get(dg.AssetKey("trades_table")).is_observable
+    for name in ("trades_daily", "trades_weekly", "trades_monthly", "trades_yearly"):
+        assert dg.AssetKey("trades_table") in graph.get(dg.AssetKey(name)).parent_keys, name
+    assert sorted((c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys) == [
+        (table, check)
+        for table in ("trades_daily", "trades_daily_delta")
+        for check in ("min_rows", "no_null_dates", "rows_in_window", "schema_as_previous")
+    ]
+    jobs = {
+        "trades_daily_job": "trades_daily",
+        "trades_daily_delta_job": "trades_daily_delta",
+        "trades_monthly_job": "trades_monthly",
+        "daily_vwap_job": "daily_vwap",
+        "daily_summary_job": "daily_summary",
+    }
+    for job, asset_name in jobs.items():
+        assert defs.resolve_job_def(job).asset_layer.executable_asset_keys == {
+            dg.AssetKey(asset_name)
+        }, job
+    assert [sensor.name for sensor in defs.sensors] == ["trades_daily_source_changes"]
+    assert defs.executor == dg.in_process_executor, "one Ray per run"
+
+    # Every asset stores through one IO manager per format, and all of them share one Ray.
+    io_managers = {key: defs.resources[key] for key in defs.resources}
+    assert {key: type(r) for key, r in io_managers.items()} == {
+        f.resource_key: f.io_manager for f in FORMATS.values()
+    }
+    rays = {id(r.ray) for r in io_managers.values()}  # type: ignore[attr-defined]
+    assert len(rays) == 1
+    keys = {
+        defs.get_assets_def(key).get_io_manager_key_for_asset_key(key)
+        for key in graph.materializable_asset_keys
+    }
+    assert keys == {f.resource_key for f in FORMATS.values()}
 
 
-def test_concurrent_first_users_build_the_database_once_and_leave_only_it(tmp_path):
-    build = load_definitions().ensure_trades_db  # type: ignore[attr-defined]
+def test_missing_partitions_are_logged_as_a_count_and_ranges():
+    days = [
+        f"{d:%Y-%m-%d}"
+        for d in pl.date_range(dt.date(2022, 1, 1), dt.date(2024, 12, 31), eager=True)
+    ]
+    missing = [d for d in days if not "2024-01-01" <= d <= "2024-03-31"]
+    assert not_stored("trades_daily", days, missing) == (
+        "trades_daily: 1,005 of 1,096 partitions not stored, skipped: "
+        "2022-01-01..2023-12-31, 2024-04-01..2024-12-31"
+    )
+    assert ranges(list("abcdefgh"), set("bcegh"), limit=2) == "b..c, e and 1 more ranges"
+    assert ranges(list("abc"), set()) == ""
+
+
+def test_concurrent_builders_leave_one_whole_database_and_nothing_else(tmp_path):
     path = tmp_path / "data" / "trades.db"
     with ThreadPoolExecutor(2) as pool:
-        built = list(pool.map(build, [path, path]))
+        built = list(pool.map(ensure_trades_db, [path, path]))
     assert built == [path, path]
-    assert [p.name for p in path.parent.iterdir()] == ["trades.db"], "no lock file left"
+    assert [p.name for p in path.parent.iterdir()] == ["trades.db"], "nothing else left"
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0] > 2_000_000
     conn.close()
@@ -113,24 +194,26 @@ def test_the_cli_materializes_a_range_as_one_run_and_one_partition_alone(locatio
     assert len(runs) == 3, "a partition range is one run"
 
 
-def test_the_demo_is_short_shows_a_bar_judges_every_stored_days_checks_and_skips_what_is_stored(
+def test_the_demo_is_short_runs_named_jobs_judges_every_stored_days_checks_and_skips_what_is_stored(
     location_env, tmp_path
 ):
     # Three days stored without their checks, as the demo stored them before it ran checks.
     store_without_checks = (
-        "import dagster as dg, definitions as d; "
-        "dg.materialize([d.trades_daily], instance=dg.DagsterInstance.get(), "
-        "resources=d.defs.resources, "
+        "import dagster as dg, definitions; d = definitions.defs(); "
+        "dg.materialize([d.get_assets_def('trades_daily')], instance=dg.DagsterInstance.get(), "
+        "resources=d.resources, "
         f"tags={{{RANGE_START!r}: '2024-01-01', {RANGE_END!r}: '2024-01-03'}})"
     )
     run_cli([sys.executable, "-c", store_without_checks], location_env)
-    shown = run_on_a_terminal([sys.executable, "definitions.py"], location_env)
+    demo = [sys.executable, "-m", "scripts.demo"]
+    shown = run_on_a_terminal(demo, location_env)
     # What stays on the screen: a bar redraws its line after each carriage return.
     lines = [line.rsplit("\r", 1)[-1] for line in shown.replace("\r\n", "\n").split("\n")]
+    lines = lines[:-1] if lines[-1] == "" else lines
     assert "trades_daily:" in shown, "a progress bar on the terminal"
     assert "/91 [" in shown
-    assert len(lines) <= 30, shown
-    assert not [line for line in lines if "Warning" in line or "DEBUG" in line], shown
+    assert len(lines) <= 12, shown
+    assert not [line for line in lines if "arning" in line or "DEBUG" in line], shown
     table = [line.split() for line in lines if line.startswith(("trades_daily", "daily_"))]
     assert [row[:3] for row in table] == [
         ["trades_daily", "91", "174,720"],
@@ -154,6 +237,12 @@ def test_the_demo_is_short_shows_a_bar_judges_every_stored_days_checks_and_skips
         "trades_daily_delta 364 of 364 passed)"
     )
     assert checks_line in lines
+    # What the demo did not store, and why, in one short line.
+    not_stored_line = (
+        "(not stored: 1,005 of trades_daily's 1,096 days, 2022-01-01..2023-12-31, "
+        "2024-04-01..2024-12-31: the demo backfills one quarter)"
+    )
+    assert not_stored_line in lines
     days = [
         f"{d:%Y-%m-%d}"
         for d in pl.date_range(dt.date(2024, 1, 1), dt.date(2024, 3, 31), eager=True)
@@ -171,8 +260,19 @@ def test_the_demo_is_short_shows_a_bar_judges_every_stored_days_checks_and_skips
                 if info.is_current and info.latest_execution_status.value == "SUCCEEDED"
             }
             assert passed == {(day, name) for day in days for name in names}, table_name
+        # The demo's runs are the location's jobs: the four that store, then one of them
+        # judging the three days' checks alone (the first run is the test's own).
+        runs = instance.get_runs()[::-1]  # newest first
+        assert [r.job_name for r in runs[1:]] == [
+            "trades_daily_job",
+            "trades_daily_delta_job",
+            "daily_vwap_job",
+            "trades_daily_job",
+            "daily_summary_job",
+        ]
 
-    again = run_cli([sys.executable, "definitions.py"], location_env).stdout
+    again = run_cli(demo, location_env).stdout
+    assert len(again.splitlines()) <= 12, again
     table = [line.split() for line in again.splitlines() if line.startswith(("trades_", "daily_"))]
     assert [row[:4] for row in table] == [
         ["trades_daily", "91", "174,720", "skipped"],
@@ -181,11 +281,10 @@ def test_the_demo_is_short_shows_a_bar_judges_every_stored_days_checks_and_skips
         ["daily_summary", "91", "91", "skipped"],
     ]
     assert checks_line in again.splitlines()
+    assert not_stored_line in again.splitlines()
     assert "Ray:" not in again, "nothing to run: Ray is not even started"
     with dg.DagsterInstance.from_config(location_env["DAGSTER_HOME"]) as instance:
-        # The three days stored first, then the demo's four runs and one of the three
-        # days' checks alone.
-        assert len(instance.get_runs()) == 6
+        assert len(instance.get_runs()) == 6, "nothing run again"
 
 
 def test_cli_commands_run_from_the_project_use_its_dagster_home(
@@ -240,7 +339,7 @@ def test_cli_commands_run_from_the_project_use_its_dagster_home(
 
 @pytest.fixture
 def location(trades_db, tmp_path, monkeypatch, ray_cluster):
-    """definitions.py loaded in this process, over the prebuilt database, storing its
+    """The code location loaded in this process, over the prebuilt database, storing its
     assets under ``tmp_path / "assets"``."""
     monkeypatch.setenv("PIOT_TRADES_DB", str(trades_db))
     monkeypatch.setenv("PIOT_ASSET_DIR", str(tmp_path / "assets"))
@@ -248,29 +347,31 @@ def location(trades_db, tmp_path, monkeypatch, ray_cluster):
 
 
 def test_automation_recomputes_exactly_the_vwap_days_whose_trades_changed(location, tmp_path):
-    resources = location.defs.resources
+    resources = location.resources
+    trades_daily = location.get_assets_def("trades_daily")
+    daily_vwap = location.get_assets_def("daily_vwap")
     vwap = dg.AssetKey("daily_vwap")
     with dg.instance_for_test() as instance:
-        quiet = dg.evaluate_automation_conditions(defs=location.defs, instance=instance)
+        quiet = dg.evaluate_automation_conditions(defs=location, instance=instance)
         assert quiet.total_requested == 0, "history is for backfills, not automation"
         for day in ("2024-01-02", "2024-03-05"):
             assert dg.materialize(
-                [location.trades_daily], partition_key=day, instance=instance, resources=resources
+                [trades_daily], partition_key=day, instance=instance, resources=resources
             ).success
         changed = dg.evaluate_automation_conditions(
-            defs=location.defs, instance=instance, cursor=quiet.cursor
+            defs=location, instance=instance, cursor=quiet.cursor
         )
         assert changed.get_requested_partitions(vwap) == {"2024-01-02", "2024-03-05"}
         for day in ("2024-01-02", "2024-03-05"):
             assert dg.materialize(
-                [location.trades_daily, location.daily_vwap],
-                selection=[location.daily_vwap],
+                [trades_daily, daily_vwap],
+                selection=[daily_vwap],
                 partition_key=day,
                 instance=instance,
                 resources=resources,
             ).success
         after = dg.evaluate_automation_conditions(
-            defs=location.defs, instance=instance, cursor=changed.cursor
+            defs=location, instance=instance, cursor=changed.cursor
         )
     assert after.total_requested == 0
     stored = pl.read_parquet(tmp_path / "assets" / "daily_vwap" / "2024-03-05.parquet")
@@ -281,18 +382,19 @@ def test_automation_recomputes_exactly_the_vwap_days_whose_trades_changed(locati
 def test_the_summary_reads_every_stored_day_as_one_frame_and_equals_plain_polars(
     location, trades_db, tmp_path
 ):
-    resources = location.defs.resources
+    resources = location.resources
+    trades_daily = location.get_assets_def("trades_daily")
     with dg.instance_for_test() as instance:
         # Days stored by separate runs, with gaps between them and a DST change (Europe's,
         # which UTC partitions do not see) among them; every other day is missing.
         for first, last in (("2023-03-25", "2023-03-27"), ("2024-02-28", "2024-03-01")):
             tags = {RANGE_START: first, RANGE_END: last}
             assert dg.materialize(
-                [location.trades_daily], instance=instance, resources=resources, tags=tags
+                [trades_daily], instance=instance, resources=resources, tags=tags
             ).success
         result = dg.materialize(
-            [location.trades_daily, location.daily_summary],
-            selection=[location.daily_summary],
+            [trades_daily, location.get_assets_def("daily_summary")],
+            selection=["daily_summary"],
             instance=instance,
             resources=resources,
         )
@@ -308,11 +410,9 @@ def test_the_summary_reads_every_stored_day_as_one_frame_and_equals_plain_polars
     bounds = " OR ".join(f"(ts >= '{d}' AND ts < date('{d}', '+1 day'))" for d in days)
     raw = pl.read_database(f"SELECT ts, symbol, price, qty FROM trades WHERE {bounds}", conn)
     conn.close()
-    # The asset's own function, called on the same rows read by plain Polars: integers and
+    # The asset's own computation, on the same rows read by plain Polars: integers and
     # times exactly, the VWAP up to the order its floats are summed in.
-    plain = location.daily_summary(
-        raw.lazy().with_columns(pl.col("ts").str.to_datetime(time_unit="us"))
-    ).value
+    plain = summarize(raw.lazy().with_columns(pl.col("ts").str.to_datetime(time_unit="us")))
     assert_frame_equal(stored, plain, check_exact=False, rel_tol=1e-12)
 
 
@@ -468,7 +568,7 @@ mutation($selector: SensorSelector!) {
 
 
 def test_the_sensor_turned_on_through_graphql_runs_exactly_the_changed_days(
-    location_env, trades_db, tmp_path
+    location_env, trades_db, tmp_path, monkeypatch
 ):
     from dagster_graphql import DagsterGraphQLClient
 
@@ -484,7 +584,8 @@ def test_the_sensor_turned_on_through_graphql_runs_exactly_the_changed_days(
         }
         wait_for(lambda: started(client, selector), "the sensor to start", timeout=120)
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-            table = load_definitions().trades_table
+            monkeypatch.setenv("PIOT_TRADES_DB", str(source))
+            table = source_table()
             wait_for(lambda: len(table.recorded(instance)) == 1096, "the first tick", 240)
             conn = sqlite3.connect(source)
             conn.execute("INSERT INTO trades VALUES ('2024-01-05 12:34:56', 'SYM00', 1.0, 1)")
@@ -562,7 +663,7 @@ def test_the_code_location_reads_postgresql_when_configured(location_env, postgr
     import adbc_driver_postgresql.dbapi
 
     schema = "piot_location_" + os.urandom(4).hex()
-    trades = load_definitions().synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 3))
+    trades = synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 3))
     with adbc_driver_postgresql.dbapi.connect(postgres_url) as conn, conn.cursor() as cur:
         cur.execute(f"CREATE SCHEMA {schema}")
         cur.adbc_ingest("trades", trades.to_arrow(), mode="create", db_schema_name=schema)
@@ -597,7 +698,7 @@ def mariadb_trades(mysql_url: str) -> Iterator[str]:
 
     database = "piot_location_" + os.urandom(4).hex()
     url = urlsplit(mysql_url)._replace(path=f"/{database}").geturl()
-    trades = load_definitions().synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 8))
+    trades = synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 8))
     admin = mysql_connect(mysql_url)
     try:
         with admin.cursor() as cursor:
@@ -645,7 +746,7 @@ def test_the_code_location_backfills_a_week_from_mariadb_by_uri_or_odbc(
     folder = tmp_path / "assets" / "trades_daily"
     assert sorted(p.name for p in folder.iterdir()) == [f"{day}.parquet" for day in WEEK]
     # The rows the database was given, day by day (prices follow a row's place in the week).
-    week = load_definitions().synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 8))
+    week = synthetic_trades(dt.date(2024, 1, 1), dt.date(2024, 1, 8))
     for day in WEEK:
         stored = pl.read_parquet(folder / f"{day}.parquet")
         assert stored.height == 96 * 20, day
@@ -663,9 +764,9 @@ def test_the_code_locations_source_table_fingerprints_mariadb_alike_by_uri_and_o
     versions = []
     for reached in ("uri", "odbc"):
         monkeypatch.setenv("PIOT_SOURCE_URI", mariadb_connection(mariadb_trades, reached))
-        location = load_definitions()
-        assert location.trades_source().select(pl.len()).collect().item() == 7 * 96 * 20
-        versions.append(location.trades_table.versions())
+        trades = piot_dagster.scan_db(QUERY, connection=source())
+        assert trades.select(pl.len()).collect().item() == 7 * 96 * 20
+        versions.append(source_table().versions())
     assert sorted(versions[0]) == WEEK
     assert versions[1] == versions[0]
     assert not (tmp_path / "unused.db").exists()

@@ -11,10 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from defs.trades import source_table
 from tests.dagster_server import (
     BIN,
     dagster_process,
-    load_definitions,
     materialize_cli,
     run_cli,
     wait_for,
@@ -49,7 +49,9 @@ def test_a_single_run_backfill_is_recorded_in_a_postgres_instance(postgres_env):
     assert recorded == {f"2024-01-0{d}" for d in range(1, 6)}
 
 
-def test_the_daemon_ticks_the_refresh_sensor_against_a_postgres_instance(postgres_env, tmp_path):
+def test_the_daemon_ticks_the_refresh_sensor_against_a_postgres_instance(
+    postgres_env, tmp_path, monkeypatch
+):
     run_cli([str(BIN / "dagster"), "sensor", "start", SENSOR, "-f", "definitions.py"], postgres_env)
     log = tmp_path / "daemon.log"
     daemon = [str(BIN / "dagster-daemon"), "run", "-f", "definitions.py"]
@@ -59,7 +61,8 @@ def test_the_daemon_ticks_the_refresh_sensor_against_a_postgres_instance(postgre
     ):
         wait_for(lambda: ticks(instance), f"a tick of {SENSOR}; {log}", timeout=180)
         (tick,) = ticks(instance)[-1:]
-        recorded = load_definitions().trades_table.recorded(instance)
+        monkeypatch.setenv("PIOT_TRADES_DB", postgres_env["PIOT_TRADES_DB"])
+        recorded = source_table().recorded(instance)
     # The first tick records each day's data version, in PostgreSQL, and asks for no run.
     assert tick.status.value in ("SKIPPED", "SUCCESS"), log.read_text()[-3000:]
     assert len(recorded) == 1096

@@ -24,7 +24,7 @@ from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
 from piot_dagster.dagster.planned import plan_each, plan_unstored
 from piot_dagster.dagster.progress import Progress
 from piot_dagster.dagster.ray_resource import RayConnection, RayResource, connected
-from piot_dagster.dagster.reading import Wanted
+from piot_dagster.dagster.reading import Wanted, not_stored
 from piot_dagster.dagster.settings import Settings, resolve
 from piot_dagster.dagster.visibility import seen, unseen
 from piot_dagster.engine.periods import Period, period_of_window, window_filter
@@ -259,9 +259,7 @@ class RayIOManager(dg.ConfigurableIOManager):
                     f"AssetIn(metadata={{'allow_missing_partitions': True}}), or annotate the "
                     f"input `... | None`"
                 )
-            context.log.warning(
-                f"asset {asset}: skipping {len(missing)} missing partition(s): {listing(missing)}"
-            )
+            context.log.warning(not_stored(asset, [place.name(cell) for cell in cells], missing))
             cells = [cell for cell in cells if place.name(cell) in found.names]
         columns = _columns((context.definition_metadata or {}).get("columns"), asset)
         with _naming(asset):
