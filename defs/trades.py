@@ -29,17 +29,10 @@ def trades_db() -> Path:
 
 
 def source() -> str:
-    """The trades' database: ``PIOT_SOURCE_URI``, else the embedded one, which must exist."""
-    if uri := os.environ.get("PIOT_SOURCE_URI"):
-        return uri
-    path = trades_db()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"the trades database {path} does not exist: build it with "
-            f"`python -m scripts.trades_db` (or `make demo`), or set PIOT_SOURCE_URI to "
-            f"read another database"
-        )
-    return f"sqlite:///{path}"
+    """The trades' database: ``PIOT_SOURCE_URI``, else the embedded one. It is opened only
+    when a run reads it, so the location loads (``dg check defs``) before ``make demo``
+    builds it; a run without it fails naming the file."""
+    return os.environ.get("PIOT_SOURCE_URI") or f"sqlite:///{trades_db()}"
 
 
 def source_table() -> SourceTable:

@@ -72,17 +72,21 @@ def test_definitions_py_loads_from_anywhere_without_the_repository_on_the_path(
         assert "filterwarnings" not in text, module
 
 
-def test_without_the_database_loading_fails_saying_how_to_build_it(location_env, tmp_path):
-    env = {**location_env, "PIOT_TRADES_DB": str(tmp_path / "absent.db")}
-    command = [str(BIN / "dagster"), "definitions", "validate", "-f", "definitions.py"]
+def test_without_the_database_the_location_loads_and_a_run_fails_naming_the_file(
+    location_env, tmp_path
+):
+    """`dg check defs` works on a fresh clone, before `make demo` builds the database; a
+    run then fails saying which file it could not open, and creates none."""
+    absent = tmp_path / "absent.db"
+    env = {**location_env, "PIOT_TRADES_DB": str(absent)}
+    dagster = str(BIN / "dagster")
+    run_cli([dagster, "definitions", "validate", "-f", "definitions.py"], env, cwd=ROOT)
+    command = [dagster, "asset", "materialize", "-f", "definitions.py"]
+    command += ["--select", "trades_daily", "--partition", "2024-01-02"]
     failed = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert failed.returncode != 0
-    said = (
-        f"the trades database {tmp_path / 'absent.db'} does not exist: build it with "
-        f"`python -m scripts.trades_db` (or `make demo`), or set PIOT_SOURCE_URI"
-    )
-    assert said in failed.stdout + failed.stderr
-    assert not (tmp_path / "absent.db").exists()
+    assert f"could not open (sqlite at {absent})" in failed.stdout + failed.stderr
+    assert not absent.exists()
 
 
 def test_the_code_location_defines_what_the_readme_promises(location_env, monkeypatch):
