@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 __all__ = [
     "DatabaseError",
+    "DateColumnError",
+    "DateColumnTypeError",
     "MissingExtraError",
     "PeriodExecutionError",
     "PiotError",
@@ -27,6 +29,7 @@ __all__ = [
     "Unschedulable",
     "UnsupportedPlan",
     "UploadAbandoned",
+    "described",
     "listing",
 ]
 
@@ -37,6 +40,16 @@ class PiotError(Exception):
 
 class UnboundedRangeError(PiotError, ValueError):
     """The filters on the date column do not bound the query on both sides."""
+
+
+class DateColumnError(PiotError, ValueError):
+    """``date_column`` is not a column of the query (or the asset's frame)."""
+
+
+class DateColumnTypeError(DateColumnError, TypeError):
+    """``date_column`` is a column of another dtype than Date or Datetime (or a Date where
+    hours are asked for). A ``TypeError``, and a ``ValueError`` as every
+    :class:`DateColumnError` is."""
 
 
 class RayNotInitializedError(PiotError, RuntimeError):
@@ -102,6 +115,13 @@ class UnsupportedPlan(PiotError, NotImplementedError):
 class UploadAbandoned(PiotError):
     """Raised inside an upload to abort it: the stop flag said no (never raised to a
     caller)."""
+
+
+def described(exc: BaseException) -> str:
+    """``exc``'s message and then its notes, one a line, as the end of its traceback shows
+    them: what to put where a message alone would drop the notes that name the asset or
+    setting (a Dagster ``Failure``'s description, a log line)."""
+    return "\n".join([str(exc), *getattr(exc, "__notes__", ())])
 
 
 def listing(items: Sequence[str], limit: int = 20) -> str:

@@ -88,10 +88,13 @@ class SourceTable:
             )
         try:
             unit = partition_unit(self.partitions_def)
-            if unit == "hourly":
-                raise ValueError("it fingerprints days of rows: partitions must be days or longer")
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{where}: {exc}") from None
+            exc.add_note(f"in {where}")
+            raise
+        if unit == "hourly":
+            raise ValueError(
+                f"{where}: it fingerprints days of rows: partitions must be days or longer"
+            )
         object.__setattr__(self, "_unit", unit)
         try:
             source = Connection.parse(self.connection)
@@ -99,7 +102,8 @@ class SourceTable:
             if source.driver != "odbc":
                 parse_query(self.query, source.dialect)
         except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+            exc.add_note(f"in {where}")
+            raise
 
     @cached_property
     def _source(self) -> Connection:
@@ -124,7 +128,8 @@ class SourceTable:
         try:
             return _fingerprint_sql(parsed, self.date_column, wanted, source)
         except ValueError as exc:
-            raise ValueError(f"SourceTable {self.name!r}: {exc}") from None
+            exc.add_note(f"in SourceTable {self.name!r}")
+            raise
 
     @property
     def key(self) -> dg.AssetKey:
