@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from piot_dagster.dagster._compat import run_instance
 from piot_dagster.dagster.cells import Cell, cell_filter, cell_of, check_partitions
 from piot_dagster.dagster.formats.base import Listing, Place
 from piot_dagster.dagster.metadata import Cluster, partition_metadata, record
@@ -331,7 +332,7 @@ class RayIOManager(dg.ConfigurableIOManager):
     def _storage(self, context: dg.OutputContext | dg.InputContext, settings: Settings) -> Storage:
         base_dir = settings.base_dir
         if base_dir is None:
-            instance = _instance(context)
+            instance = run_instance(context)
             if instance is None:
                 raise ValueError(
                     f"{type(self).__name__} needs base_dir when there is no Dagster instance"
@@ -365,15 +366,6 @@ def _naming(asset: str) -> Iterator[None]:
     except (TypeError, ValueError, StorageError) as exc:
         exc.add_note(f"in asset {asset}")
         raise
-
-
-def _instance(context: dg.OutputContext | dg.InputContext) -> dg.DagsterInstance | None:
-    """The run's instance: an input context has it, an output context's step does."""
-    with contextlib.suppress(Exception):
-        return context.instance  # type: ignore[union-attr]
-    with contextlib.suppress(Exception):
-        return context.step_context.instance  # type: ignore[union-attr]
-    return None
 
 
 def _log_landed(

@@ -24,10 +24,9 @@ from functools import cached_property
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from dagster._core.events import DagsterEventType
 from sqlglot import exp
 
+from piot_dagster.dagster._compat import DATA_VERSION_TAG, latest_data_versions
 from piot_dagster.dagster.partitions import partition_unit
 from piot_dagster.dagster.previews import using_preview
 from piot_dagster.engine.periods import TimeUnit, period_start
@@ -235,10 +234,7 @@ class SourceTable:
 
     def recorded(self, instance: dg.DagsterInstance) -> dict[str, str]:
         """Each partition's latest recorded data version, from one query of the instance."""
-        latest = instance.event_log_storage.get_latest_tags_by_partition(
-            self.key, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
-        )
-        return {key: tags[DATA_VERSION_TAG] for key, tags in latest.items()}
+        return latest_data_versions(instance, self.key)
 
 
 def _day(value: object) -> dt.date:
