@@ -86,7 +86,7 @@ def open_pyodbc(text: str) -> Any:
     driver that is not installed is named, with the ones that are."""
     try:
         pyodbc = import_extra("pyodbc")
-    except MissingExtraError:
+    except MissingExtraError:  # pyodbc itself is missing: the [odbc] extra installs it
         raise
     except ImportError as exc:  # libodbc.so.2 missing: the wheel cannot load
         raise ImportError(
