@@ -209,7 +209,8 @@ def test_the_date_column_check_takes_a_query_s_names_alone():
 
 
 def hidden(monkeypatch, *modules: str) -> None:
-    """Make ``modules`` impossible to import, as in an install without their extra."""
+    """Make ``modules`` impossible to import, as in an install without their extra (a
+    submodule an earlier test imported is hidden by name too)."""
     for module in modules:
         monkeypatch.setitem(sys.modules, module, None)
 
@@ -219,7 +220,11 @@ def hidden(monkeypatch, *modules: str) -> None:
     [
         ("mysql://u:secret@h/db", ["pymysql", "connectorx"], "mysql"),
         ("mariadb://u:secret@h/db", ["pymysql", "connectorx"], "mysql"),
-        ("postgresql://u:secret@127.0.0.1:1/db", ["adbc_driver_postgresql"], "postgres"),
+        (
+            "postgresql://u:secret@127.0.0.1:1/db",
+            ["adbc_driver_postgresql", "adbc_driver_postgresql.dbapi"],
+            "postgres",
+        ),
         ("Driver={X};Server=h;Uid=u;Pwd=secret;", ["pyodbc", "arrow_odbc"], "odbc"),
     ],
 )
