@@ -9,8 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from piot_dagster.engine import execute_on_ray
 from piot_dagster.engine import namespace as _namespace  # noqa: F401  (registers lf.piot)
-from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, UnboundedRangeError
-from piot_dagster.sql import DatabaseError, scan_db
+from piot_dagster.errors import (
+    DatabaseError,
+    MissingExtraError,
+    PeriodExecutionError,
+    PiotError,
+    RayNotInitializedError,
+    StorageError,
+    UnboundedRangeError,
+)
+from piot_dagster.sql import scan_db
 
 if TYPE_CHECKING:
     from piot_dagster.dagster import (
@@ -59,13 +67,16 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DatabaseError",
+    "MissingExtraError",
     "PartitionedQuery",
     "PeriodExecutionError",
+    "PiotError",
     "RayDeltaIOManager",
     "RayNotInitializedError",
     "RayParquetIOManager",
     "RayResource",
     "SourceTable",
+    "StorageError",
     "UnboundedRangeError",
     "execute_on_ray",
     "partition_checks",

@@ -9,6 +9,7 @@ import pytest
 
 import piot_dagster
 from piot_dagster import RayParquetIOManager, RayResource, time_partitions
+from piot_dagster.errors import described
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_the_io_manager_refuses_bad_settings_naming_the_asset(tmp_path, metadata
     manager = RayParquetIOManager(ray=RayResource(), base_dir=str(tmp_path))
     with pytest.raises(error, match=names) as info:
         dg.materialize([numbers], partition_key="2024-01-01", resources={"io_manager": manager})
-    assert "numbers" in str(info.value)
+    assert "asset numbers" in described(info.value)
 
 
 @pytest.mark.usefixtures("ray_cluster")
@@ -180,7 +181,12 @@ def unpartitioned_asset() -> None: ...
     ("asset", "kwargs", "error", "names"),
     [
         ("daily_asset", {}, TypeError, "asset must be an asset definition"),
-        (unpartitioned_asset, {}, TypeError, "asset unpartitioned_asset: .*partitions must be"),
+        (
+            unpartitioned_asset,
+            {},
+            TypeError,
+            "(?s)partitions must be.*\nin source_change_sensor for asset unpartitioned_asset",
+        ),
         (daily_asset, {"connection": "oracle://h/db"}, ValueError, "unsupported URI scheme"),
         (daily_asset, {"query": "DROP TABLE t"}, ValueError, "exactly one SELECT"),
         (daily_asset, {"date_column": 3}, TypeError, "date_column must name a column"),

@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 
 import piot_dagster
 from piot_dagster import RayDeltaIOManager, RayResource, time_partitions
+from piot_dagster.errors import described
 from piot_dagster.storage.delta import PARTITION_COLUMN
 from tests.partitioned_prices import RANGE_END, RANGE_START, prices
 
@@ -318,7 +319,9 @@ def test_a_new_column_fails_before_any_task_unless_the_asset_merges_schemas(tmp_
     backfill(daily(frame), manager(tmp_path), KEYS[0], KEYS[0])
     wider = frame.with_columns(note=pl.lit("n"))
 
-    with pytest.raises(ValueError, match=r"asset prices: its frame has column\(s\) \['note'\]"):
+    with pytest.raises(
+        ValueError, match=r"its frame has column\(s\) \['note'\](?s:.*)\nin asset prices"
+    ):
         backfill(daily(wider), manager(tmp_path), KEYS[1], KEYS[1])
     assert table(tmp_path).version() == 0
     assert {Path(u).parent.name for u in table(tmp_path).file_uris()} == {
@@ -336,7 +339,9 @@ def test_a_datetime_in_another_zone_than_the_tables_is_refused_naming_asset_and_
     backfill(daily(frame), manager(tmp_path), KEYS[0], KEYS[0])
     other = frame.with_columns(pl.col("ts").dt.convert_time_zone("Asia/Tokyo"))
 
-    with pytest.raises(ValueError, match=r"asset prices: .*'ts'.*convert_time_zone\('UTC'\)"):
+    with pytest.raises(
+        ValueError, match=r"'ts'.*convert_time_zone\('UTC'\)(?s:.*)\nin asset prices"
+    ):
         backfill(daily(other), manager(tmp_path), KEYS[1], KEYS[1])
 
 
@@ -344,19 +349,21 @@ def test_a_base_dir_holding_no_delta_table_is_refused_naming_asset_and_fix(tmp_p
     (tmp_path / "prices").mkdir()
     (tmp_path / "prices" / "2024-01-01.parquet").write_bytes(b"PAR1")
 
-    with pytest.raises(piot_dagster.errors.StorageError, match=r"asset prices: .*no Delta table"):
+    with pytest.raises(
+        piot_dagster.errors.StorageError, match=r"no Delta table(?s:.*)\nin asset prices"
+    ):
         backfill(daily(prices(DAYS)), manager(tmp_path), KEYS[0], KEYS[0])
 
 
 def test_a_frame_with_the_partition_columns_name_is_refused(tmp_path):
     frame = prices(DAYS).with_columns(pl.lit("x").alias(PARTITION_COLUMN))
 
-    with pytest.raises(ValueError, match=r"asset prices: .*'dagster_partition'.*rename it"):
+    with pytest.raises(ValueError, match=r"'dagster_partition'.*rename it(?s:.*)\nin asset prices"):
         backfill(daily(frame), manager(tmp_path), KEYS[0], KEYS[0])
 
 
 def test_a_bad_schema_mode_is_refused_naming_the_asset(tmp_path):
-    with pytest.raises(ValueError, match="asset prices: schema_mode must be 'merge'"):
+    with pytest.raises(ValueError, match=r"schema_mode must be 'merge'(?s:.*)\nin asset prices"):
         backfill(daily(prices(DAYS), schema_mode="overwrite"), manager(tmp_path), KEYS[0], KEYS[0])
 
 
@@ -471,8 +478,9 @@ def test_a_store_ignoring_conditional_writes_is_refused_before_any_task(tmp_path
         )
         with pytest.raises(piot_dagster.errors.StorageError) as error:
             backfill(daily(prices(DAYS)), io_manager, KEYS[0], KEYS[0])
-    message = str(error.value)
-    assert f"asset prices: the s3 store behind {base_dir} does not honour conditional" in message
+    message = described(error.value)
+    assert f"the s3 store behind {base_dir} does not honour conditional" in message
+    assert message.endswith("\nin asset prices")
     assert "If-None-Match" in message
     assert servers.S3_SECRET not in message
 

@@ -371,7 +371,8 @@ def test_a_static_key_that_cannot_name_a_folder_is_refused(prices_uri, tmp_path)
         {"date": DAYS, "symbol": dg.StaticPartitionsDefinition(["A/B"])}
     )
     key = dg.MultiPartitionKey({"date": "2024-01-02", "symbol": "A/B"})
-    with pytest.raises(ValueError, match=r"asset prices: 'symbol=A/B' cannot name a file"):
+    refused = r"'symbol=A/B' cannot name a file(?s:.*)\nin asset prices"
+    with pytest.raises(ValueError, match=refused):
         dg.materialize(
             [mapped(prices_uri, odd)],
             partition_key=key,
@@ -386,7 +387,8 @@ def test_a_static_key_that_cannot_be_a_delta_partition_value_is_refused(prices_u
     odd = dg.MultiPartitionsDefinition(
         {"date": DAYS, "symbol": dg.StaticPartitionsDefinition(["A/B", long])}
     )
-    with pytest.raises(ValueError, match=r"asset prices: the partition key '2024-01-02\|é+' "):
+    refused = r"the partition key '2024-01-02\|é+' (?s:.*)\nin asset prices"
+    with pytest.raises(ValueError, match=refused):
         dg.materialize(
             [mapped(prices_uri, odd, query=f"SELECT ts, '{long}' AS symbol, price FROM prices")],
             partition_key=dg.MultiPartitionKey({"date": "2024-01-02", "symbol": long}),
@@ -402,7 +404,8 @@ def test_multi_partitions_without_a_time_dimension_are_refused(
         {"a": dg.StaticPartitionsDefinition(["x"]), "b": dg.StaticPartitionsDefinition(["y"])}
     )
     key = dg.MultiPartitionKey({"a": "x", "b": "y"})
-    with pytest.raises(TypeError, match="asset prices: multi-partitions need a time dimension"):
+    refused = r"multi-partitions need a time dimension(?s:.*)\nin asset prices"
+    with pytest.raises(TypeError, match=refused):
         dg.materialize(
             [mapped(prices_uri, untimed)],
             partition_key=key,

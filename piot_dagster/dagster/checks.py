@@ -6,11 +6,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+
+from piot_dagster.dagster._compat import (
     AssetCheckEvaluation,
     AssetCheckEvaluationTargetMaterializationData,
 )
-
 from piot_dagster.dagster.previews import using_preview
 
 __all__ = ["partition_checks"]

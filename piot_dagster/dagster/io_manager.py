@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from piot_dagster.dagster._compat import run_instance
 from piot_dagster.dagster.cells import Cell, cell_filter, cell_of, check_partitions
 from piot_dagster.dagster.failures import as_failure
 from piot_dagster.dagster.formats.base import Listing, Place
@@ -27,6 +28,7 @@ from piot_dagster.dagster.ray_resource import RayConnection, RayResource, connec
 from piot_dagster.dagster.reading import Wanted, not_stored
 from piot_dagster.dagster.settings import Settings, resolve
 from piot_dagster.dagster.visibility import seen, unseen
+from piot_dagster.engine.date_column import check_date_column
 from piot_dagster.engine.periods import Period, period_of_window, window_filter
 from piot_dagster.engine.ray_tasks import PeriodResult, PeriodTask, ShippedPlan, Writer, run
 from piot_dagster.errors import PeriodExecutionError, StorageError, listing
@@ -179,13 +181,8 @@ class RayIOManager(dg.ConfigurableIOManager):
                 f"asset {asset} is time-partitioned: set date_column on {type(self).__name__} "
                 f"or in the asset's metadata, e.g. @asset(metadata={{'date_column': 'date'}})"
             )
-        dtype = schema.get(column)
-        if dtype is None or not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
-            found = "is missing from" if dtype is None else f"is {dtype} in"
-            raise ValueError(
-                f"asset {asset}: date_column {column!r} {found} its frame; it needs a Date or "
-                f"Datetime column. Its columns are {schema.names()}"
-            )
+        with _naming(asset):
+            dtype = check_date_column(schema, column)
         cells = [cell_of(partitions_def, key) for key in context.asset_partition_keys]
         others = cell_filter(cells, settings.partition_columns, schema, asset)
         with _naming(asset):
@@ -195,7 +192,8 @@ class RayIOManager(dg.ConfigurableIOManager):
             try:
                 period = period_of_window(*cell.window, dtype)
             except ValueError as exc:
-                raise ValueError(f"asset {asset}: partition {cell.key}: {exc}") from None
+                exc.add_note(f"in partition {cell.key} of asset {asset}")
+                raise
             if not _INT64[0] <= period.start <= period.end <= _INT64[1]:
                 raise ValueError(
                     f"asset {asset}: partition {cell.key} ({period.label}) lies outside what a "
@@ -336,7 +334,7 @@ class RayIOManager(dg.ConfigurableIOManager):
     def _storage(self, context: dg.OutputContext | dg.InputContext, settings: Settings) -> Storage:
         base_dir = settings.base_dir
         if base_dir is None:
-            instance = _instance(context)
+            instance = run_instance(context)
             if instance is None:
                 raise ValueError(
                     f"{type(self).__name__} needs base_dir when there is no Dagster instance"
@@ -372,20 +370,12 @@ def _writing_task(where: pl.Expr, writer: Writer) -> PeriodTask:
 
 @contextlib.contextmanager
 def _naming(asset: str) -> Iterator[None]:
-    """Errors about settings or storage, prefixed with the asset they concern."""
+    """Errors about settings or storage, with a note naming the asset they concern."""
     try:
         yield
     except (TypeError, ValueError, StorageError) as exc:
-        raise type(exc)(f"asset {asset}: {exc}") from None
-
-
-def _instance(context: dg.OutputContext | dg.InputContext) -> dg.DagsterInstance | None:
-    """The run's instance: an input context has it, an output context's step does."""
-    with contextlib.suppress(Exception):
-        return context.instance  # type: ignore[union-attr]
-    with contextlib.suppress(Exception):
-        return context.step_context.instance  # type: ignore[union-attr]
-    return None
+        exc.add_note(f"in asset {asset}")
+        raise
 
 
 def _log_landed(

@@ -13,11 +13,8 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
-from dagster._core.execution.context.metadata_logging import (
-    AssetMetadataHandle,
-    OutputMetadataAccumulator,
-)
 
+from piot_dagster.dagster._compat import attach_partition_metadata, step_of
 from piot_dagster.engine.ray_tasks import PeriodResult
 
 __all__ = ["Cluster", "dtype_name", "partition_metadata", "readable_size", "record"]
@@ -105,7 +102,7 @@ def record(
     """Each partition's metadata on its own materialization and the run's totals in its
     log, where a run records them; outside a run (a context built by hand), all of it on
     the output."""
-    step = getattr(context, "_step_context", None)
+    step = step_of(context)
     asset = context.asset_key.to_user_string()
     if not context.has_asset_partitions:
         context.add_output_metadata(per_partition[None])
@@ -125,25 +122,9 @@ def record(
             }
         )
         return
-    _attach(step, context.asset_key, per_partition)
+    attach_partition_metadata(step, context.asset_key, per_partition)
     seconds = (dt.datetime.now() - started).total_seconds()
     context.log.info(
         f"asset {asset}: {len(per_partition)} partition(s), {rows:,} rows, stored in "
         f"{seconds:.1f} s"
     )
-
-
-def _attach(step: Any, asset_key: dg.AssetKey, per_partition: Mapping[Any, dict[str, Any]]) -> None:
-    """Each partition's metadata onto its own materialization, in one update.
-
-    ``add_asset_metadata`` lists the run's whole partition range on every call to check the
-    key, and copies every partition's metadata so far: quadratic, 57 ms a call for 7,300
-    day x symbol cells (seven minutes in all). The keys here are the run's own, so one
-    update of the same accumulator does it in linear time.
-    """
-    accumulator = step._metadata_accumulator
-    merged = dict(accumulator.per_output_metadata)
-    for key, metadata in per_partition.items():
-        handle = AssetMetadataHandle(asset_key=asset_key, partition_key=key)
-        merged[handle] = {**merged.get(handle, {}), **metadata}
-    step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)

@@ -269,7 +269,8 @@ def _frames(
         try:
             yield select_columns(_with_values(parquet.decode(source), part), columns).collect()
         except ValueError as exc:
-            raise ValueError(f"partition {part.name}: {exc}") from None
+            exc.add_note(f"in partition {part.name}")
+            raise
 
 
 class _PartitionSource:

@@ -55,7 +55,8 @@ def resolve(
     try:
         options = check_remote_options(merged["remote_options"])
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"asset {asset}: {exc}") from None
+        exc.add_note(f"in asset {asset}")
+        raise
     limit = merged["max_concurrency"]
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(
@@ -107,7 +108,8 @@ def _env(value: object, name: str, asset: str) -> Any:
     try:
         return env_value(value, name)
     except ValueError as exc:
-        raise ValueError(f"asset {asset}: {exc}") from None
+        exc.add_note(f"in asset {asset}")
+        raise
 
 
 def _from_metadata(options: Mapping[Any, Any], asset: str) -> dict[Any, Any]:

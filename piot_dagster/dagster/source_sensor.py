@@ -48,8 +48,8 @@ def source_change_sensor(
             checksum_columns=checksum_columns,
         )
     except (TypeError, ValueError) as exc:
-        named = f"source_change_sensor: asset {asset.key.to_user_string()}: {exc}"
-        raise type(exc)(named) from None
+        exc.add_note(f"in source_change_sensor for asset {asset.key.to_user_string()}")
+        raise
     return table.sensor(
         asset,
         name=name,

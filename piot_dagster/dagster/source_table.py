@@ -24,10 +24,9 @@ from functools import cached_property
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from dagster._core.events import DagsterEventType
 from sqlglot import exp
 
+from piot_dagster.dagster._compat import DATA_VERSION_TAG, latest_data_versions
 from piot_dagster.dagster.partitions import partition_unit
 from piot_dagster.dagster.previews import using_preview
 from piot_dagster.engine.periods import TimeUnit, period_start
@@ -88,10 +87,13 @@ class SourceTable:
             )
         try:
             unit = partition_unit(self.partitions_def)
-            if unit == "hourly":
-                raise ValueError("it fingerprints days of rows: partitions must be days or longer")
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{where}: {exc}") from None
+            exc.add_note(f"in {where}")
+            raise
+        if unit == "hourly":
+            raise ValueError(
+                f"{where}: it fingerprints days of rows: partitions must be days or longer"
+            )
         object.__setattr__(self, "_unit", unit)
         try:
             source = Connection.parse(self.connection)
@@ -99,7 +101,8 @@ class SourceTable:
             if source.driver != "odbc":
                 parse_query(self.query, source.dialect)
         except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+            exc.add_note(f"in {where}")
+            raise
 
     @cached_property
     def _source(self) -> Connection:
@@ -124,7 +127,8 @@ class SourceTable:
         try:
             return _fingerprint_sql(parsed, self.date_column, wanted, source)
         except ValueError as exc:
-            raise ValueError(f"SourceTable {self.name!r}: {exc}") from None
+            exc.add_note(f"in SourceTable {self.name!r}")
+            raise
 
     @property
     def key(self) -> dg.AssetKey:
@@ -230,10 +234,7 @@ class SourceTable:
 
     def recorded(self, instance: dg.DagsterInstance) -> dict[str, str]:
         """Each partition's latest recorded data version, from one query of the instance."""
-        latest = instance.event_log_storage.get_latest_tags_by_partition(
-            self.key, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
-        )
-        return {key: tags[DATA_VERSION_TAG] for key, tags in latest.items()}
+        return latest_data_versions(instance, self.key)
 
 
 def _day(value: object) -> dt.date:

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 
 import polars as pl
 
+from piot_dagster.errors import ReplayMismatch
+
 __all__ = ["CHUNK_BYTES", "UNREAD_CHUNKS", "Handed", "ReplayMismatch", "chunks", "plain_rows"]
 
 # Large enough that a chunk's fixed cost (an object in Ray's store, a decode: about a
@@ -74,10 +76,6 @@ def _pieces(batch: pl.DataFrame) -> Iterator[pl.DataFrame]:
         yield batch
         return
     yield from batch.iter_slices(max(1, batch.height * CHUNK_BYTES // size))
-
-
-class ReplayMismatch(Exception):
-    """A retried task's first rows differ from those its failed attempt handed on."""
 
 
 class Handed:

@@ -9,6 +9,7 @@ import polars as pl
 from polars.io.plugins import register_io_source
 from tqdm.auto import tqdm
 
+from piot_dagster.engine.date_column import check_date_column
 from piot_dagster.engine.frames import slices
 from piot_dagster.engine.intervals import IntervalSet
 from piot_dagster.engine.periods import TIME_UNITS, Period, TimeUnit, split_periods, window_filter
@@ -105,22 +106,7 @@ def execute_on_ray(
     options = check_remote_options(remote_options)
     require_ray()
     schema = lf.collect_schema()
-    if not isinstance(date_column, str) or date_column not in schema:
-        raise ValueError(
-            f"date_column {date_column!r} is not a column of the query; "
-            f"its columns are {schema.names()}"
-        )
-    dtype = schema[date_column]
-    if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
-        raise TypeError(
-            f"date_column {date_column!r} must be a Date or Datetime column, not {dtype}; "
-            f"cast it first, e.g. pl.col({date_column!r}).str.to_date()"
-        )
-    if time_unit == "hourly" and dtype == pl.Date:
-        raise TypeError(
-            f"time_unit 'hourly' needs a Datetime date_column; {date_column!r} is a Date "
-            f"column, which holds whole days: use 'daily' or a coarser unit"
-        )
+    check_date_column(schema, date_column, time_unit=time_unit)
     source = _PeriodSource(
         plan=lf,
         column=date_column,

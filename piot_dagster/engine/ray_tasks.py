@@ -27,7 +27,7 @@ import ray
 import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from piot_dagster.engine.chunks import UNREAD_CHUNKS, Handed, ReplayMismatch, chunks, plain_rows
+from piot_dagster.engine.chunks import UNREAD_CHUNKS, Handed, chunks, plain_rows
 from piot_dagster.engine.interrupts import POLL_S, Interrupts, deferred_interrupts
 from piot_dagster.engine.memory import MemoryEvidence
 from piot_dagster.engine.periods import Period
@@ -35,7 +35,13 @@ from piot_dagster.engine.rebuild import Detached, detach
 from piot_dagster.engine.statements import recorded_statements
 from piot_dagster.engine.stop_flag import StopFlag, sweep
 from piot_dagster.engine.transport import ReturnAs, decode, encode
-from piot_dagster.errors import PeriodExecutionError, RayNotInitializedError, listing
+from piot_dagster.errors import (
+    PeriodExecutionError,
+    RayNotInitializedError,
+    ReplayMismatch,
+    Unschedulable,
+    listing,
+)
 
 __all__ = [
     "DEFAULT_REMOTE_OPTIONS",
@@ -640,10 +646,6 @@ def _cause(exc: BaseException, memory: MemoryEvidence | None = None) -> str:
     if isinstance(cause, BaseException):
         return f"{type(cause).__name__}: {cause}"
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-
-class Unschedulable(Exception):
-    """No alive node offers what the fan-out's tasks ask for, for too long."""
 
 
 def _result(ref: ray.ObjectRef, feasibility: _Feasibility, interrupts: Interrupts) -> Any:

@@ -50,6 +50,7 @@ from piot_dagster.engine.plan_reader import (
     When,
     view,
 )
+from piot_dagster.errors import UnsupportedPlan
 
 __all__ = ["Detached", "Recipe", "detach"]
 
@@ -188,10 +189,6 @@ def _build(recipe: Recipe, frames: Sequence[pl.DataFrame]) -> pl.LazyFrame:
     )
 
 
-class _Unsupported(Exception):
-    """A part of the plan this module does not rebuild."""
-
-
 def _read(lf: pl.LazyFrame) -> tuple[Recipe, list[pl.DataFrame]] | None:
     traverser = view(lf, _AS_WRITTEN)
     if traverser is None:
@@ -199,7 +196,7 @@ def _read(lf: pl.LazyFrame) -> tuple[Recipe, list[pl.DataFrame]] | None:
     reader = _RecipeReader(traverser)
     try:
         return reader.node(), reader.frames
-    except _Unsupported as exc:
+    except UnsupportedPlan as exc:
         logger.debug("piot_dagster: plan shipped whole: %s", exc)
         return None
 
@@ -223,14 +220,14 @@ class _RecipeReader(ExprReader):
         kind = type(node).__name__
         if kind == "DataFrameScan":
             if node.projection is not None or node.selection is not None:
-                raise _Unsupported("a projected in-memory scan")
+                raise UnsupportedPlan("a projected in-memory scan")
             self.frames.append(pl.DataFrame._from_pydf(node.df))  # type: ignore[attr-defined]
             return Frame(len(self.frames) - 1)
         if kind == "Filter":
             return Filter(self.child(node.input), self.checked(node.predicate.node))
         if kind in ("Select", "HStack"):
             if not node.should_broadcast:
-                raise _Unsupported(f"a {kind} that does not broadcast")
+                raise UnsupportedPlan(f"a {kind} that does not broadcast")
             exprs = node.expr if kind == "Select" else node.exprs
             named = tuple((e.output_name, self.checked(e.node)) for e in exprs)
             return Select(self.child(node.input), named, keep_input=kind == "HStack")
@@ -239,16 +236,16 @@ class _RecipeReader(ExprReader):
         if kind == "Sort":
             maintain_order, nulls_last, descending = node.sort_options
             if node.slice is not None:
-                raise _Unsupported("a sort with a slice")
+                raise UnsupportedPlan("a sort with a slice")
             by = tuple(self.checked(e.node) for e in node.by_column)
             return Sort(
                 self.child(node.input), by, tuple(descending), tuple(nulls_last), maintain_order
             )
         if kind == "Union":
             if node.slice is not None or not node.maintain_order:
-                raise _Unsupported("a union with a slice or without order")
+                raise UnsupportedPlan("a union with a slice or without order")
             return Concat(tuple(self.child(i) for i in node.inputs))
-        raise _Unsupported(f"a {kind} node")
+        raise UnsupportedPlan(f"a {kind} node")
 
     def child(self, index: int) -> Recipe:
         here = self.nt.get_node()
@@ -318,27 +315,27 @@ def _exact_literal_dtype(dtype: pl.DataType) -> bool:
 
 
 def _check(expr: Expr) -> None:
-    """Raise :class:`_Unsupported` unless :func:`_polars_expr` rebuilds ``expr`` exactly."""
+    """Raise :class:`UnsupportedPlan` unless :func:`_polars_expr` rebuilds ``expr`` exactly."""
     if isinstance(expr, Column):
         return
     if isinstance(expr, Literal):
         if expr.series or not _exact_literal_dtype(expr.dtype):
-            raise _Unsupported(f"a literal of {expr.dtype}")
+            raise UnsupportedPlan(f"a literal of {expr.dtype}")
         return
     if isinstance(expr, Cast):
         if expr.options not in (0, 1, 2):
-            raise _Unsupported(f"a cast with options {expr.options!r}")
+            raise UnsupportedPlan(f"a cast with options {expr.options!r}")
         _check(expr.expr)
         return
     if isinstance(expr, Binary):
         if expr.op not in _BINARY:
-            raise _Unsupported(f"the operator {expr.op}")
+            raise UnsupportedPlan(f"the operator {expr.op}")
         _check(expr.left)
         _check(expr.right)
         return
     if isinstance(expr, Call):
         if expr.qualified not in _CALLS or expr.flags is not None:
-            raise _Unsupported(f"the function {expr.function}")
+            raise UnsupportedPlan(f"the function {expr.function}")
         for arg in expr.args:
             _check(arg)
         return
@@ -346,7 +343,7 @@ def _check(expr: Expr) -> None:
         for part in (expr.predicate, expr.then, expr.otherwise):
             _check(part)
         return
-    raise _Unsupported(f"an expression {expr}")
+    raise UnsupportedPlan(f"an expression {expr}")
 
 
 def _polars_expr(expr: Expr) -> pl.Expr:

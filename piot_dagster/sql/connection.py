@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
+from piot_dagster.errors import DatabaseError, MissingExtraError
+from piot_dagster.extras import import_extra
 from piot_dagster.sql import mysql, odbc
 from piot_dagster.sql.dialects import DIALECTS, GENERIC, Dialect, from_dbms_name
 
@@ -36,11 +38,6 @@ SCHEMES: dict[str, Driver] = {
     "mariadb": "mysql",
 }
 _DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
-
-
-class DatabaseError(RuntimeError):
-    """The database refused a query or could not be reached. The message never holds a
-    password."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ class Connection:
             return self
 
         def ask() -> str:
-            import pyodbc
+            pyodbc = import_extra("pyodbc")
 
             connection = odbc.open_pyodbc(self.uri)
             try:
@@ -167,7 +164,7 @@ class Connection:
         """
         try:
             return fn()
-        except DatabaseError:
+        except (DatabaseError, MissingExtraError):  # already say what to do
             raise
         except Exception as exc:
             failure = self.error(what, exc)
@@ -178,7 +175,7 @@ class Connection:
         try:
             yield from batches
             return
-        except DatabaseError:
+        except (DatabaseError, MissingExtraError):
             raise
         except Exception as exc:
             failure = self.error(what, exc)
@@ -244,9 +241,8 @@ class Connection:
             return adbc_driver_sqlite.dbapi.connect(self.path, autocommit=True)
         if self.driver == "mysql":
             raise TypeError("mysql:// connections are read with read(), not open()")
-        import adbc_driver_postgresql.dbapi
-
-        return adbc_driver_postgresql.dbapi.connect(self.uri, autocommit=True)
+        dbapi = import_extra("adbc_driver_postgresql.dbapi")
+        return dbapi.connect(self.uri, autocommit=True)
 
 
 # Rows per Arrow batch read from the database; Polars' smaller batch_size is served by

@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 import polars as pl
 import pyarrow as pa
 
+from piot_dagster.extras import import_extra
+
 __all__ = ["declared_dtype", "read_batches", "result_fields"]
 
 # The server's field types (include/mysql_com.h) and flags.
@@ -64,7 +66,7 @@ def declared_dtype(
 
 def result_fields(uri: str, sql: str) -> list[tuple[str, pl.DataType]]:
     """Each column of ``sql`` (which returns no row) with its declared dtype."""
-    import pymysql
+    pymysql = import_extra("pymysql")
 
     parts = urlsplit(uri)
     connection = pymysql.connect(
@@ -92,7 +94,7 @@ def result_fields(uri: str, sql: str) -> list[tuple[str, pl.DataType]]:
 def read_batches(uri: str, session: str | None, sql: str) -> Iterator[pa.RecordBatch]:
     """``sql``'s rows as Arrow batches, read by connectorx after the ``session``
     statement."""
-    import connectorx
+    connectorx = import_extra("connectorx")
 
     reader = connectorx.read_sql(
         "mysql://" + uri.split("://", 1)[1],  # connectorx knows MariaDB as mysql://

@@ -19,6 +19,9 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from piot_dagster.errors import MissingExtraError
+from piot_dagster.extras import import_extra
+
 __all__ = [
     "arrow_schema",
     "described_dtype",
@@ -82,7 +85,9 @@ def open_pyodbc(text: str) -> Any:
     """A pyodbc connection (autocommit, so a pooled read sits in no transaction). A
     driver that is not installed is named, with the ones that are."""
     try:
-        import pyodbc
+        pyodbc = import_extra("pyodbc")
+    except MissingExtraError:  # pyodbc itself is missing: the [odbc] extra installs it
+        raise
     except ImportError as exc:  # libodbc.so.2 missing: the wheel cannot load
         raise ImportError(
             f"ODBC connection strings need unixODBC ({exc}); install it, e.g. "
@@ -161,9 +166,7 @@ def read_batches(
     refuses one the driver says is longer, and MariaDB's driver, which reports a capped
     value's length as the cap, is caught by the check that no value fills its buffer.
     """
-    from arrow_odbc import connect
-
-    connection = connect(text)
+    connection = import_extra("arrow_odbc").connect(text)
     if session is not None:
         connection.execute(session)
     reader = connection.read_arrow_batches(

@@ -19,15 +19,20 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import obstore
 import polars as pl
-from obstore.store import ObjectStore, from_url
 
-from piot_dagster.errors import StorageError
+from piot_dagster.errors import StorageError, UploadAbandoned
+from piot_dagster.extras import LazyModule
 from piot_dagster.storage.base import Listed, Storage, Stored
 from piot_dagster.storage.location import Location, redact
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+# Imported on first use: local storage needs no obstore (the [cloud] extra installs it).
+obstore = LazyModule("obstore")
 
 __all__ = ["PART_BYTES", "ObjectStorage", "store_options"]
 
@@ -64,10 +69,6 @@ _PREFIXES = {"s3": "aws_", "gcs": "google_", "azure": "azure_"}
 _ENDPOINT_KEYS = ("endpoint", "endpoint_url", "base_url")
 # Enough retries for a busy server, few enough that an unreachable one fails in seconds.
 _RETRY = {"max_retries": 4, "retry_timeout": dt.timedelta(seconds=30)}
-
-
-class _Abandoned(Exception):
-    """Raised inside an upload to abort it: the stop flag said no."""
 
 
 _stores: dict[tuple[str, tuple[tuple[str, str], ...]], ObjectStore] = {}
@@ -131,8 +132,8 @@ class ObjectStorage(Storage):
                         upload.write(part)
                     if not proceed():
                         # Leaving the block by an exception aborts the upload.
-                        raise _Abandoned
-            except _Abandoned:
+                        raise UploadAbandoned
+            except UploadAbandoned:
                 return None
             except Exception as exc:
                 raise self.error(exc, "write", key) from None
@@ -273,6 +274,7 @@ class ObjectStorage(Storage):
 
 def _open(location: Location) -> ObjectStore:
     config, client = _split_options(location)
+    from_url = obstore.store.from_url  # outside the try: a missing [cloud] extra says so
     try:
         return from_url(
             location.uri,

@@ -28,6 +28,7 @@ import polars as pl
 import pyarrow as pa
 
 from piot_dagster.errors import StorageError, listing
+from piot_dagster.extras import import_extra
 from piot_dagster.storage.base import Storage
 from piot_dagster.storage.delta.types import (
     PARTITION_COLUMN,
@@ -71,7 +72,7 @@ class DeltaTarget:
 
     def open(self) -> DeltaTable | None:
         """The table's newest version, or None if there is no table yet."""
-        from deltalake import DeltaTable
+        DeltaTable = import_extra("deltalake").DeltaTable
 
         try:
             if not DeltaTable.is_deltatable(self.uri, self._options):
@@ -185,16 +186,14 @@ class DeltaTarget:
         """Replace the rows of ``partitions`` (every row, for a table without partitions)
         with ``files`` in one transaction, whose commit carries ``properties``: the
         version committed."""
-        from deltalake import Schema
-        from deltalake.exceptions import CommitFailedError
-        from deltalake.transaction import (
-            AddAction,
-            CommitProperties,
-            create_table_with_add_actions,
-        )
+        deltalake = import_extra("deltalake")
+        transaction = import_extra("deltalake.transaction")
+        CommitFailedError = import_extra("deltalake.exceptions").CommitFailedError
 
         adds = [
-            AddAction(f.path, f.bytes, dict(f.partition_values), f.modified_ms, True, f.stats)
+            transaction.AddAction(
+                f.path, f.bytes, dict(f.partition_values), f.modified_ms, True, f.stats
+            )
             for f in files
         ]
         partition_by = [PARTITION_COLUMN] if self.partitioned else None
@@ -206,14 +205,16 @@ class DeltaTarget:
             schema = self.schema(table, columns, schema_mode)
             try:
                 if table is None:
-                    create_table_with_add_actions(
+                    transaction.create_table_with_add_actions(
                         self.uri,
-                        Schema.from_arrow(schema),
+                        deltalake.Schema.from_arrow(schema),
                         adds,
                         mode="error",
                         partition_by=partition_by,
                         storage_options=self._options,
-                        commit_properties=CommitProperties(custom_metadata=dict(properties)),
+                        commit_properties=transaction.CommitProperties(
+                            custom_metadata=dict(properties)
+                        ),
                     )
                     return 0
                 table.create_write_transaction(
@@ -225,7 +226,7 @@ class DeltaTarget:
                         [(PARTITION_COLUMN, "in", list(partitions))] if self.partitioned else None
                     ),
                     # One attempt at exactly the next version: see the module's docstring.
-                    commit_properties=CommitProperties(
+                    commit_properties=transaction.CommitProperties(
                         custom_metadata=dict(properties), max_commit_retries=0
                     ),
                 )
