@@ -49,7 +49,7 @@ $(HOME_DIR)/dagster.yaml:
 # `dagster` commands run from here use the project's instance, the one `make ui` shows:
 # Dagster reads .env from the working directory (a value already set wins). They also write
 # events in batches: one INSERT for a backfill's planned events and one for its
-# materializations on PostgreSQL (README, "Large backfills"); it changes nothing else.
+# materializations on PostgreSQL (docs/dagster.md, "Large backfills"); it changes nothing else.
 .env:
 	@printf 'DAGSTER_HOME=$${DAGSTER_HOME:-%s}\nDAGSTER_EVENT_BATCH_SIZE=$${DAGSTER_EVENT_BATCH_SIZE:-1000}\n' \
 		'$(HOME_DIR)' > $@

@@ -9,6 +9,7 @@ install picks."""
 
 import ast
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,12 @@ PACKAGE = Path(compat.__file__).parents[1]
 COMPAT = "piot_dagster/dagster/_compat.py"
 DAYS = dg.DailyPartitionsDefinition("2024-01-01", end_offset=0, end="2024-01-04")
 KEYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
-PRIVATE_ATTRIBUTES = {"_step_context", "_metadata_accumulator"}
+PRIVATE_ATTRIBUTES = {
+    "_step_context",
+    "_metadata_accumulator",
+    "get_attributes_dict",
+    "dagster_internal_init",
+}
 
 
 @contextlib.contextmanager
@@ -218,3 +224,18 @@ def test_no_module_but_compat_uses_dagsters_private_api():
         for line in private_uses(path.read_text())
     ]
     assert not offenders, f"Dagster's private API belongs in {COMPAT}: {offenders}"
+
+
+def test_kept_on_copy_checks_stay_asset_checks_when_a_component_adds_attributes():
+    @dg.asset(partitions_def=DAYS)
+    def days() -> None: ...
+
+    @dg.asset_check(asset=days)
+    def some_check() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    with compat_function("kept_on_copy"), warnings.catch_warnings():
+        warnings.simplefilter("error", dg.BetaWarning)
+        kept = compat.kept_on_copy(some_check)
+        copied = kept.with_attributes(metadata_by_key={})
+    assert isinstance(copied, dg.AssetChecksDefinition)

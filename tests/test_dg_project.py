@@ -303,7 +303,7 @@ def test_equal_settings_share_one_resource_and_others_get_a_key_of_their_own():
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_dagster_rays_local_ray_is_the_ray_of_a_python_asset(tmp_path, prices_db):
-    dagster_ray = pytest.importorskip("dagster_ray")
+    import dagster_ray
     from dagster_ray.configs import Lifecycle
 
     defs = piot_dagster.partitioned_query(
@@ -330,7 +330,6 @@ def test_dagster_rays_local_ray_is_the_ray_of_a_python_asset(tmp_path, prices_db
 def test_dagster_rays_local_ray_is_the_ray_of_a_yaml_asset(project):
     """A team's LocalRay, built in Python in the project, given to the YAML asset as a
     template variable; with `lifecycle.connect: false` it connects when the tasks run."""
-    pytest.importorskip("dagster_ray")
     root, env, path, base = project
     (path.parent / "ray_vars.py").write_text(
         textwrap.dedent(
@@ -456,11 +455,6 @@ def test_an_unreachable_host_names_host_and_port_not_the_password(project, tmp_p
     assert SECRET not in printed
 
 
-@pytest.mark.xfail(
-    not hasattr(piot_dagster.errors, "MissingExtraError"),
-    reason="the missing-extra error comes with piot_dagster.errors.MissingExtraError (part A)",
-    strict=True,
-)
 @pytest.mark.usefixtures("ray_cluster")
 def test_a_missing_extra_names_the_pip_install(project, tmp_path):
     # The venv holds every driver; a user's without the [mysql] extra lacks these two.

@@ -139,16 +139,7 @@ def refused(call) -> tuple[type[BaseException], str]:
     ("column", "error"),
     [
         ("day", E.DateColumnTypeError),
-        pytest.param(
-            "when",
-            None,
-            # Strict: passes, and so fails here, once partitioned_query's definition-time
-            # check calls engine.date_column.check_date_column (remove the mark then).
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="partitioned_query.check_date_column still raises a ValueError of its own",
-            ),
-        ),
+        ("when", None),
     ],
 )
 def test_the_date_column_is_refused_in_the_same_words_by_every_entry_point(

@@ -36,6 +36,8 @@ from dagster._core.execution.context.metadata_logging import (
 )
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from piot_dagster.dagster.previews import using_preview
+
 __all__ = [
     "DATA_VERSION_TAG",
     "AssetCheckEvaluation",
@@ -43,6 +45,7 @@ __all__ = [
     "Step",
     "attach_partition_metadata",
     "check_passed_by_partition",
+    "kept_on_copy",
     "latest_data_versions",
     "plans_partition_subsets",
     "report_planned_materializations",
@@ -186,3 +189,25 @@ def check_passed_by_partition(
         == AssetCheckExecutionRecordStatus.SUCCEEDED
         for info in infos
     }
+
+
+def kept_on_copy(checks: dg.AssetChecksDefinition) -> dg.AssetChecksDefinition:
+    """``checks`` as asset checks that stay an ``AssetChecksDefinition`` when Dagster
+    copies them (see :class:`_ClassKept`)."""
+    with using_preview("execution_type"):
+        return _ClassKept(**checks.get_attributes_dict())
+
+
+class _ClassKept(dg.AssetChecksDefinition):
+    """Asset checks that stay an ``AssetChecksDefinition`` when Dagster copies them.
+
+    A component's definitions get metadata added with ``with_attributes``, which returns
+    a plain ``AssetsDefinition`` for asset checks (dagster-io/dagster#22064); Dagster then
+    rebuilds an ``AssetChecksDefinition`` from it with the beta ``execution_type``
+    parameter, warning "BetaWarning: Parameter `execution_type`" on every load and run.
+    Copies of this class are made as this class, which the warning does not concern."""
+
+    @staticmethod
+    def dagster_internal_init(**attributes: Any) -> _ClassKept:  # type: ignore[override]
+        with using_preview("execution_type"):
+            return _ClassKept(**attributes)

@@ -10,6 +10,7 @@ import dagster as dg
 from piot_dagster.dagster._compat import (
     AssetCheckEvaluation,
     AssetCheckEvaluationTargetMaterializationData,
+    kept_on_copy,
 )
 from piot_dagster.dagster.previews import using_preview
 
@@ -106,23 +107,7 @@ def partition_checks(
             output = _checks.get_output_name_for_asset_check_key(check_key)
             yield dg.Output(None, output_name=output)
 
-    with using_preview("execution_type"):
-        return _ClassKept(**_checks.get_attributes_dict())
-
-
-class _ClassKept(dg.AssetChecksDefinition):
-    """Asset checks that stay an ``AssetChecksDefinition`` when Dagster copies them.
-
-    A component's definitions get metadata added with ``with_attributes``, which returns
-    a plain ``AssetsDefinition`` for asset checks (dagster-io/dagster#22064); Dagster then
-    rebuilds an ``AssetChecksDefinition`` from it with the beta ``execution_type``
-    parameter, warning "BetaWarning: Parameter `execution_type`" on every load and run.
-    Copies of this class are made as this class, which the warning does not concern."""
-
-    @staticmethod
-    def dagster_internal_init(**attributes: Any) -> "_ClassKept":  # type: ignore[override]
-        with using_preview("execution_type"):
-            return _ClassKept(**attributes)
+    return kept_on_copy(_checks)
 
 
 def _judge(

@@ -10,21 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from piot_dagster import errors
-from piot_dagster.sql.connection import DatabaseError
+from piot_dagster.errors import PiotError, described
 
 __all__ = ["as_failure", "failure"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]
-# Ours by type. (Once every error derives from errors.PiotError, that base alone.)
-_TYPED: tuple[type[BaseException], ...] = (
-    *(
-        value
-        for value in vars(errors).values()
-        if isinstance(value, type) and issubclass(value, Exception)
-    ),
-    DatabaseError,
-)
 # Ours by where they were raised: a built-in error that our own code raised about its
 # input (a setting, a column, a connection, a missing driver).
 _BY_ORIGIN = (ValueError, TypeError, LookupError, ImportError, ConnectionError, OSError)
@@ -60,7 +50,7 @@ def failure(exc: Exception) -> dg.Failure:
         )
     made = _CLASSES[kind].__new__(_CLASSES[kind], str(exc))
     made.__dict__.update(vars(exc))  # its attributes, and its notes, printed after it
-    made.description = "\n".join([str(exc), *getattr(exc, "__notes__", ())])
+    made.description = described(exc)
     made.metadata = {
         "error": dg.MetadataValue.text(f"{kind.__module__}.{kind.__qualname__}"),
         "traceback": dg.MetadataValue.text("".join(traceback.format_exception(exc))),
@@ -74,7 +64,7 @@ _CLASSES: dict[type[Exception], type[dg.Failure]] = {}
 
 
 def _ours(exc: BaseException) -> bool:
-    if isinstance(exc, _TYPED):
+    if isinstance(exc, PiotError):
         return True
     if not isinstance(exc, _BY_ORIGIN):
         return False

@@ -22,6 +22,7 @@ from piot_dagster.dagster.previews import using_preview
 from piot_dagster.dagster.resources import io_managers
 from piot_dagster.dagster.settings import env_value
 from piot_dagster.dagster.source_table import SourceTable
+from piot_dagster.engine.date_column import check_date_column as check_column
 from piot_dagster.sql import scan_db
 from piot_dagster.sql.connection import Connection
 from piot_dagster.sql.dialects import GENERIC
@@ -101,7 +102,8 @@ def partitioned_query(
     try:
         check_partitions(partitions_def)
     except TypeError as exc:
-        raise TypeError(f"{where}: {exc}") from None
+        exc.add_note(f"in {where}")
+        raise
     check_query(query, connection)
     check_date_column(query, connection, date_column)
     options = {} if infeasible_timeout_s is None else {"infeasible_timeout_s": infeasible_timeout_s}
@@ -202,8 +204,5 @@ def check_date_column(query: str, connection: str | dg.EnvVar | None, date_colum
     unset environment variable)."""
     text = connection.get_value() if isinstance(connection, dg.EnvVar) else connection
     columns = named_columns(query, Connection.parse(text).dialect if text else GENERIC)
-    if columns is not None and date_column not in columns:
-        raise ValueError(
-            f"date_column {date_column!r} is not a column of the query, whose columns are "
-            f"{columns}; name one of them, or select it in the query"
-        )
+    if columns is not None:
+        check_column(columns, date_column)

@@ -77,7 +77,7 @@ DIALECTS: dict[str, Dialect] = {
             backslash_escapes=True,
             utc_session="SET SESSION time_zone = '+00:00'",
         ),
-        # Not run here: the SQL they are sent is tested (README, "Databases").
+        # Not run here: the SQL they are sent is tested (docs/scan_db.md).
         Dialect(
             "tsql",
             "tsql",

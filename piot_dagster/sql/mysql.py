@@ -1,7 +1,7 @@
 """MySQL and MariaDB by URI: ``mysql://user:password@host:port/db`` (or ``mariadb://``).
 
 connectorx reads the rows as Arrow batches (the reader Polars' own ``read_database_uri``
-uses, and the fastest here: README, "Databases"). It knows no declared types before rows
+uses, and the fastest here: docs/scan_db.md). It knows no declared types before rows
 arrive, so the schema comes from the server's own result metadata, which PyMySQL shows
 for a query that returns no row: precision of DATETIME and TIMESTAMP, UNSIGNED, binary
 or text.
