@@ -20,7 +20,7 @@ import ray
 
 from defs.trades import DAILY
 from piot_dagster.dagster.reading import ranges
-from scripts.trades_db import ensure_trades_db
+from scripts.trades_db import ensure_trades_db, shown
 
 ROOT = Path(__file__).resolve().parents[1]
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -37,7 +37,7 @@ STEPS = {
 def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = False) -> None:
     """Run the demo's jobs for the days ``first`` to ``last`` and print at most 12 lines."""
     built = ensure_trades_db()
-    source = f"{_shown(built)}, 20 symbols every 15 minutes, 2022 to 2024"
+    source = f"{shown(built)}, 20 symbols every 15 minutes, 2022 to 2024"
     print(f"piot-dagster demo: the daily trades of {first} to {last}, each day a Ray task")
     # The code location as definitions.py loads it.
     location = dg.load_from_defs_folder(path_within_project=ROOT)
@@ -98,7 +98,7 @@ def demo(first: str = "2024-01-01", last: str = "2024-03-31", *, again: bool = F
     read = summary["partitions_read"].value
     print(
         f"{'daily_summary':<19}{read:>11,}{summary['dagster/row_count'].value:>10,}"
-        f"{seconds[SUMMARY]:>9}  {_shown(Path(summary['path'].value))}"
+        f"{seconds[SUMMARY]:>9}  {shown(Path(summary['path'].value))}"
     )
     print(
         f"(daily_summary: every stored day of trades_daily, {read} partitions read as one "
@@ -191,14 +191,9 @@ def _stored(
     if any("delta_table" in m for m in latest.values()):
         table = Path(next(iter(latest.values()))["delta_table"].value)
         version = max(m["delta_version"].value for m in latest.values())
-        return len(latest), rows, f"{_shown(table)}/ (Delta table, version {version})"
+        return len(latest), rows, f"{shown(table)}/ (Delta table, version {version})"
     folder = Path(next(iter(latest.values()))["path"].value).parent
-    return len(latest), rows, f"{_shown(folder)}/"
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it."""
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+    return len(latest), rows, f"{shown(folder)}/"
 
 
 if __name__ == "__main__":

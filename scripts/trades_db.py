@@ -68,9 +68,14 @@ def ensure_trades_db(path: Path | None = None) -> Path:
     return path
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 if __name__ == "__main__":
     started = time.perf_counter()
     existed = trades_db().exists()
     built = ensure_trades_db()
     what = "found" if existed else f"built in {time.perf_counter() - started:.1f} s"
-    print(f"{built}: {what}", file=sys.stderr)
+    print(f"{shown(built)}: {what}", file=sys.stderr)
