@@ -33,32 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.dg_projects import dagster_home, dg_project
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DAY = "2024-01-02"
 
-PYPROJECT = """\
-[project]
-name = "benchlake"
-version = "0.1.0"
-requires-python = ">=3.11"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "benchlake"
-"""
-DEFINITIONS = """\
-from pathlib import Path
-
-import dagster as dg
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
 YAML = """\
 type: piot_dagster.PartitionedQuery
 attributes:
@@ -140,15 +121,11 @@ def build_db(path: Path, rows: int) -> None:
 
 
 def project(root: Path) -> None:
-    package = root / "benchlake"
-    (package / "defs" / "yaml_asset").mkdir(parents=True)
-    (root / "pyproject.toml").write_text(PYPROJECT)
-    (package / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(DEFINITIONS)
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "defs" / "yaml_asset" / "defs.yaml").write_text(YAML)
-    (package / "defs" / "python_asset.py").write_text(PYTHON)
-    (package / "defs" / "noop_asset.py").write_text(NOOP)
+    defs = dg_project(root, "benchlake")
+    (defs / "yaml_asset").mkdir()
+    (defs / "yaml_asset" / "defs.yaml").write_text(YAML)
+    (defs / "python_asset.py").write_text(PYTHON)
+    (defs / "noop_asset.py").write_text(NOOP)
     for what in ("asset", "noop"):
         (root / f"in_process_{what}.py").write_text(IN_PROCESS.format(day=DAY, what=what))
 
@@ -156,8 +133,7 @@ def project(root: Path) -> None:
 def timed_run(command: list[str], root: Path, env: dict[str, str], rays: int) -> float:
     home = Path(env["DAGSTER_HOME"])
     shutil.rmtree(home, ignore_errors=True)
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dagster_home(home)
     ray_tmp = tempfile.mkdtemp(prefix="bl", dir="/tmp")  # short: AF_UNIX paths
     started = time.perf_counter()
     proc = subprocess.run(

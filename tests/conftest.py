@@ -5,10 +5,12 @@ object-store servers the tests start (moto's S3 server and Azurite)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import cloudpickle
+import polars as pl
 import pytest
 import ray
 from hypothesis import settings
@@ -17,6 +19,7 @@ import tests
 from piot_dagster import RayDeltaIOManager, RayParquetIOManager
 from scripts.trades_db import ensure_trades_db
 from tests import servers
+from tests.partitioned_prices import prices
 
 # Ray warns about token authentication on every start; tests don't need to see it.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -152,3 +155,14 @@ def io_manager_class(request: pytest.FixtureRequest) -> IOManagerClass:
     """A test taking it runs once per IO manager: what a downstream asset reads, and what
     each partition holds, is the same from both."""
     return request.param
+
+
+@pytest.fixture(scope="module")
+def prices_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Hourly prices of two symbols over ten days of 2024, as naive UTC text in SQLite."""
+    path = tmp_path_factory.mktemp("db") / "prices.db"
+    frame = prices(10).with_columns(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M:%S"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE prices (ts TIMESTAMP, symbol TEXT, price REAL, version INT)")
+        conn.executemany("INSERT INTO prices VALUES (?, ?, ?, ?)", frame.rows())
+    return f"sqlite:///{path}"

@@ -7,7 +7,6 @@ assets.)"""
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import urllib.request
 from dataclasses import fields
@@ -24,43 +23,11 @@ import piot_dagster
 from piot_dagster import PartitionedQuery
 from piot_dagster.dagster.component import Checks, Output, Partitions, SourceSensor, StaticDimension
 from tests.dagster_server import BIN, ROOT, dagster_process, free_port, wait_for
+from tests.dg_projects import dagster_home, dg_project
 from tests.partitioned_prices import prices
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 DG = str(BIN / "dg")
-PROJECT_TOML = """\
-[project]
-name = "lake"
-version = "0.1.0"
-requires-python = ">=3.11"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "lake"
-"""
-DEFINITIONS = """\
-from pathlib import Path
-
-import dagster as dg
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
-
-
-@pytest.fixture(scope="module")
-def prices_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Hourly prices of two symbols over ten days of 2024, as naive UTC text in SQLite."""
-    path = tmp_path_factory.mktemp("db") / "prices.db"
-    frame = prices(10).with_columns(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M:%S"))
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE prices (ts TIMESTAMP, symbol TEXT, price REAL, version INT)")
-        conn.executemany("INSERT INTO prices VALUES (?, ?, ?, ?)", frame.rows())
-    return f"sqlite:///{path}"
 
 
 @pytest.fixture
@@ -69,15 +36,8 @@ def project(tmp_path: Path, prices_db: str) -> tuple[Path, dict[str, str]]:
     a user in its activated venv: the tests' Ray, a Dagster home of its own, and the
     database in PIOT_SOURCE_URI."""
     root = tmp_path / "lake"
-    (root / "lake" / "defs").mkdir(parents=True)
-    (root / "pyproject.toml").write_text(PROJECT_TOML)
-    (root / "lake" / "__init__.py").write_text("")
-    (root / "lake" / "defs" / "__init__.py").write_text("")
-    (root / "lake" / "definitions.py").write_text(DEFINITIONS)
-    home = tmp_path / "home"
-    home.mkdir()
-    # Telemetry off: the first `dg` call would print a banner on stdout (notes/dagster.md).
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dg_project(root, "lake")
+    home = dagster_home(tmp_path / "home")
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",

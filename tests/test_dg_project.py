@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import textwrap
@@ -84,16 +83,6 @@ def user_project(tmp_path_factory: pytest.TempPathFactory):
         subprocess.run(
             [str(BIN / "pip"), "uninstall", "-y", "-q", name], env=env, capture_output=True
         )
-
-
-@pytest.fixture(scope="module")
-def prices_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("db") / "prices.db"
-    frame = prices(10).with_columns(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M:%S"))
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE prices (ts TIMESTAMP, symbol TEXT, price REAL, version INT)")
-        conn.executemany("INSERT INTO prices VALUES (?, ?, ?, ?)", frame.rows())
-    return f"sqlite:///{path}"
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ import polars as pl
 import pytest
 import ray
 
+from tests.dg_projects import dagster_home, dg_project
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -168,29 +170,6 @@ def test_a_python_block_runs_as_written(block: Block, tour_db: Path, tmp_path: P
 
 # The README's YAML example in a `dg` project ----------------------------------------------
 
-PROJECT_TOML = """\
-[project]
-name = "my-project"
-version = "0.1.0"
-requires-python = ">=3.11"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "my_project"
-"""
-DEFINITIONS = """\
-from pathlib import Path
-
-import dagster as dg
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
-
 
 def dg_cli(*args: str, cwd: Path, env: dict[str, str]) -> str:
     proc = subprocess.run(
@@ -211,15 +190,8 @@ def dg_cli(*args: str, cwd: Path, env: dict[str, str]) -> str:
 def test_the_readme_yaml_example_loads_and_launches_through_the_component(tmp_path: Path):
     # A project as `create-dagster project my-project` lays one out (src/ layout).
     root = tmp_path / "my-project"
-    package = root / "src" / "my_project"
-    (package / "defs").mkdir(parents=True)
-    (root / "pyproject.toml").write_text(PROJECT_TOML)
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(DEFINITIONS)
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    defs = dg_project(root, "my_project", src=True)
+    home = dagster_home(tmp_path / "home")
     database = tmp_path / "trades.db"
     with sqlite3.connect(database) as conn:
         conn.execute("CREATE TABLE trades (ts TIMESTAMP, symbol TEXT, price REAL, qty INTEGER)")
@@ -241,7 +213,7 @@ def test_the_readme_yaml_example_loads_and_launches_through_the_component(tmp_pa
 
     # The README's commands, its YAML in place of the scaffolded file.
     dg_cli("scaffold", "defs", "piot_dagster.PartitionedQuery", "trades", cwd=root, env=env)
-    defs_yaml = package / "defs" / "trades" / "defs.yaml"
+    defs_yaml = defs / "trades" / "defs.yaml"
     assert defs_yaml.exists()
     (yaml,) = blocks(ROOT / "README.md", "yaml")
     defs_yaml.write_text(yaml.code)
