@@ -484,4 +484,4 @@ def test_a_date_column_missing_from_a_select_star_fails_naming_it(project):
         },
     )
 
-    assert_short(printed, "date_column 'stamp' is missing from its frame")
+    assert_short(printed, "date_column 'stamp' is not a column of the query, whose columns are")
