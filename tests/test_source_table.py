@@ -365,8 +365,8 @@ def test_a_source_table_over_odbc_sqlite_is_defined_but_its_first_use_says_to_us
     assert path.exists()
     with pytest.raises(
         ValueError,
-        match=r"SourceTable 'trades_table': SQLite has no hash function .* "
-        r"use connection='sqlite:///<path>' here",
+        match=r"SQLite has no hash function .* use connection='sqlite:///<path>' here\n"
+        r"in SourceTable 'trades_table'",
     ):
         source.versions()
 
