@@ -5,9 +5,14 @@ the `defs/` folder, and a Dagster home with telemetry off."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
-__all__ = ["dagster_home", "dg_project"]
+__all__ = ["DG", "dagster_home", "dg_cli", "dg_project"]
+
+# The `dg` CLI of the tests' venv.
+DG = str(Path(sys.executable).parent / "dg")
 
 _PYPROJECT = """\
 [project]
@@ -51,3 +56,17 @@ def dagster_home(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return path
+
+
+def dg_cli(
+    *args: str, cwd: Path, env: dict[str, str], ok: bool = True, timeout: float = 300
+) -> str:
+    """`dg <args>` run in ``cwd``: what it printed (stdout, then stderr), which must
+    succeed (``ok``) or fail (not ``ok``)."""
+    proc = subprocess.run(
+        [DG, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+    printed = proc.stdout + proc.stderr
+    assert (proc.returncode == 0) == ok, f"dg {' '.join(args)}:\n{printed[-6000:]}"
+    return printed

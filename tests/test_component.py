@@ -7,7 +7,6 @@ assets.)"""
 import json
 import os
 import re
-import subprocess
 import urllib.request
 from dataclasses import fields
 from pathlib import Path
@@ -23,11 +22,10 @@ import piot_dagster
 from piot_dagster import PartitionedQuery
 from piot_dagster.dagster.component import Checks, Output, Partitions, SourceSensor, StaticDimension
 from tests.dagster_server import BIN, ROOT, dagster_process, free_port, wait_for
-from tests.dg_projects import dagster_home, dg_project
+from tests.dg_projects import DG, dagster_home, dg_cli, dg_project
 from tests.partitioned_prices import prices
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-DG = str(BIN / "dg")
 
 
 @pytest.fixture
@@ -50,16 +48,6 @@ def project(tmp_path: Path, prices_db: str) -> tuple[Path, dict[str, str]]:
     }
     env.pop("DAGSTER_PYTHON_FILE", None)
     return root, env
-
-
-def dg_cli(*args: str, cwd: Path, env: dict[str, str], ok: bool = True) -> str:
-    """`dg <args>` run in ``cwd``: what it printed (stdout, then stderr)."""
-    proc = subprocess.run(
-        [DG, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    printed = proc.stdout + proc.stderr
-    assert (proc.returncode == 0) == ok, printed[-4000:]
-    return printed
 
 
 def scaffolded(root: Path, env: dict[str, str], name: str = "prices_daily") -> Path:
@@ -135,57 +123,6 @@ def test_a_partition_range_materializes_from_yaml_as_one_run(project, tmp_path, 
         assert instance.get_materialized_partitions(dg.AssetKey("prices_daily")) == {
             "2024-01-02", "2024-01-03", "2024-01-04"
         }  # fmt: skip
-
-
-BAD = {
-    "time_unit": (
-        ("time_unit: daily", "time_unit: fortnightly"),
-        "attributes.partitions.time_unit",
-        "time_unit must be one of hourly, daily, weekly, monthly, yearly, not 'fortnightly'",
-    ),
-    "date_column": (
-        ("date_column: ts", "date_column: stamp"),
-        "attributes.date_column",
-        "date_column 'stamp' is not a column of the query, whose columns are "
-        "['ts', 'symbol', 'price']",
-    ),
-    "password": (
-        ('connection: "{{ env.PIOT_SOURCE_URI }}"', 'connection: "mysql://u:Sup3rS3cret@db/x"'),
-        "attributes.connection",
-        "connection holds a literal password; take the connection string (or its password) "
-        "from an environment variable",
-    ),
-    "secret": (
-        (
-            "    # storage_options:",
-            "    storage_options:\n      aws_secret_access_key: Sup3rS3cret",
-        ),
-        "attributes.output.storage_options.aws_secret_access_key",
-        "storage_options['aws_secret_access_key'] is written literally; a secret must come "
-        "from an environment variable",
-    ),
-}
-
-
-@pytest.mark.parametrize("wrong", BAD.values(), ids=BAD.keys())
-def test_dg_check_defs_names_the_yaml_line_of_a_wrong_attribute(project, wrong):
-    (written, replaced), where, message = wrong
-    root, env = project
-    path = scaffolded(root, env)
-    text = path.read_text()
-    assert written in text
-    path.write_text(text.replace(written, replaced))
-    line = next(
-        n
-        for n, row in enumerate(path.read_text().splitlines(), 1)
-        if replaced.split("\n")[-1] in row
-    )
-
-    printed = dg_cli("check", "defs", cwd=root, env=env, ok=False)
-
-    assert f"defs.yaml:{line} - {where}" in printed, printed[-3000:]
-    assert message in printed
-    assert "Sup3rS3cret" not in printed, "a secret is named by its line, never shown"
 
 
 def test_dg_check_yaml_names_an_unknown_attribute_at_its_line(project):

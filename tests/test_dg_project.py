@@ -35,9 +35,9 @@ from piot_dagster.dagster.component import (
     StaticDimension,
 )
 from tests.dagster_server import BIN
+from tests.dg_projects import dg_cli
 from tests.partitioned_prices import prices
 
-DG = str(BIN / "dg")
 SECRET = "Sup3rS3cret"
 # What a failure may print at most: the reason, not pages of our own frames.
 SHORT = 60
@@ -114,16 +114,6 @@ def project(user_project, prices_db, tmp_path):
     path = folder / "defs.yaml"
     path.write_text(GOOD.replace("BASE_DIR", str(base)))
     return root, env, path, base
-
-
-def dg_cli(*args, cwd, env, ok=True, timeout=300):
-    proc = subprocess.run(
-        [DG, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-        check=False,
-    )  # fmt: skip
-    printed = proc.stdout + proc.stderr
-    assert (proc.returncode == 0) == ok, printed[-4000:]
-    return printed
 
 
 def line_of(path: Path, text: str) -> int:
@@ -375,6 +365,12 @@ AT_LOAD = {
         ),
         "attributes.connection",
         "connection holds a literal password",
+    ),
+    "secret": (
+        ("  output:", f"  output:\n    storage_options:\n      aws_secret_access_key: {SECRET}"),
+        "attributes.output.storage_options.aws_secret_access_key",
+        "storage_options['aws_secret_access_key'] is written literally; a secret must come "
+        "from an environment variable",
     ),
     "sql_syntax": (
         ("FROM prices", "FROM prices WHERE (price > 0"),

@@ -29,7 +29,7 @@ import polars as pl
 import pytest
 import ray
 
-from tests.dg_projects import dagster_home, dg_project
+from tests.dg_projects import dagster_home, dg_cli, dg_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -169,21 +169,6 @@ def test_a_python_block_runs_as_written(block: Block, tour_db: Path, tmp_path: P
 
 
 # The README's YAML example in a `dg` project ----------------------------------------------
-
-
-def dg_cli(*args: str, cwd: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run(
-        [str(BIN / "dg"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    printed = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"dg {' '.join(args)} failed:\n{printed[-6000:]}"
-    return printed
 
 
 @pytest.mark.usefixtures("ray_cluster")
