@@ -303,6 +303,12 @@ def _resolve_ray_resource(context: dg.ResolutionContext, raw: Any) -> Any:
     return value
 
 
+def _ray_field(name: str) -> dg.Resolver:
+    """The resolver of the ``ray`` attribute's field ``name``: as written, described as
+    RayResource describes the field of that name."""
+    return dg.Resolver.default(description=RayResource.model_fields[name].description)
+
+
 @dataclass
 class Ray(dg.Resolvable):
     """The run's Ray: piot_dagster's RayResource fields, or ``resource``, a Ray resource
@@ -310,33 +316,13 @@ class Ray(dg.Resolvable):
     template variable. Assets of equal ``ray`` and ``io_manager`` settings share one IO
     manager; others get one of their own, under a key derived from the settings."""
 
-    address: Annotated[
-        str | None, dg.Resolver.default(description=RayResource.model_fields["address"].description)
-    ] = None
-    num_cpus: Annotated[
-        int | None,
-        dg.Resolver.default(description=RayResource.model_fields["num_cpus"].description),
-    ] = None
-    num_gpus: Annotated[
-        int | None,
-        dg.Resolver.default(description=RayResource.model_fields["num_gpus"].description),
-    ] = None
-    runtime_env: Annotated[
-        dict[str, Any] | None,
-        dg.Resolver.default(description=RayResource.model_fields["runtime_env"].description),
-    ] = None
-    include_dashboard: Annotated[
-        bool | None,
-        dg.Resolver.default(description=RayResource.model_fields["include_dashboard"].description),
-    ] = None
-    namespace: Annotated[
-        str | None,
-        dg.Resolver.default(description=RayResource.model_fields["namespace"].description),
-    ] = None
-    connect_timeout_s: Annotated[
-        float | None,
-        dg.Resolver.default(description=RayResource.model_fields["connect_timeout_s"].description),
-    ] = None
+    address: Annotated[str | None, _ray_field("address")] = None
+    num_cpus: Annotated[int | None, _ray_field("num_cpus")] = None
+    num_gpus: Annotated[int | None, _ray_field("num_gpus")] = None
+    runtime_env: Annotated[dict[str, Any] | None, _ray_field("runtime_env")] = None
+    include_dashboard: Annotated[bool | None, _ray_field("include_dashboard")] = None
+    namespace: Annotated[str | None, _ray_field("namespace")] = None
+    connect_timeout_s: Annotated[float | None, _ray_field("connect_timeout_s")] = None
     resource: Annotated[
         Any,
         dg.Resolver(
